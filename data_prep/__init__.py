@@ -1,0 +1,1 @@
+"""Offline data preparation: the synthetic nuScenes world and the nuScenes -> TFRecord converter."""

@@ -1,0 +1,64 @@
+"""The record contract between data_prep.convert_nuscenes (writer) and mim4d_jax.data (reader).
+
+One example is one key-frame clip: six cameras (order `CAMERAS`) x T frames, frame 0 the key
+frame and frames 1..T-1 the previous camera sweeps (12 Hz), newest first. Matrices are float64,
+timestamps int64 microseconds, LiDAR points a flat float32 tensor with a count.
+
+Coordinate frames: `cam2ego` / `ego2global` / `lidar2ego` / `lidar_ego2global` are 4x4
+homogeneous transforms as in nuScenes (camera x right, y down, z forward; LiDAR x right,
+y forward, z up). `ego2global[c, t]` is the ego pose at camera c's own frame-t timestamp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+DATASET_NAME = "nuscenes_clips"
+CAMERAS = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_FRONT_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
+LIDAR_DIMS = 4  # x, y, z, intensity in the LiDAR frame
+
+
+def clip_features(frames: int, image_hw: tuple[int, int]) -> tfds.features.FeaturesDict:
+    """Features of one clip with `frames` frames of `image_hw` = (H, W) JPEGs per camera."""
+    num_cams = len(CAMERAS)
+    f64, i64 = np.float64, np.int64
+    return tfds.features.FeaturesDict(
+        {
+            "sample_token": tfds.features.Text(),
+            "scene_name": tfds.features.Text(),
+            "location": tfds.features.Text(),
+            # (T, H, W, 3) JPEG frames per camera; bytes are passed through when not resized.
+            "images": tfds.features.FeaturesDict(
+                {
+                    cam: tfds.features.Video(shape=(frames, *image_hw, 3), encoding_format="jpeg")
+                    for cam in CAMERAS
+                }
+            ),
+            "intrinsics": tfds.features.Tensor(shape=(num_cams, frames, 3, 3), dtype=f64),
+            "cam2ego": tfds.features.Tensor(shape=(num_cams, frames, 4, 4), dtype=f64),
+            "ego2global": tfds.features.Tensor(shape=(num_cams, frames, 4, 4), dtype=f64),
+            "cam_timestamps": tfds.features.Tensor(shape=(num_cams, frames), dtype=i64),
+            # False where history was short and the earliest frame is repeated.
+            "frame_valid": tfds.features.Tensor(shape=(num_cams, frames), dtype=np.bool_),
+            # Key-frame LIDAR_TOP points, flat (num_lidar_points * LIDAR_DIMS,).
+            "lidar_points": tfds.features.Tensor(
+                shape=(None,), dtype=np.float32, encoding=tfds.features.Encoding.BYTES
+            ),
+            "num_lidar_points": tfds.features.Tensor(shape=(), dtype=i64),
+            "lidar2ego": tfds.features.Tensor(shape=(4, 4), dtype=f64),
+            "lidar_ego2global": tfds.features.Tensor(shape=(4, 4), dtype=f64),
+            "lidar_timestamp": tfds.features.Tensor(shape=(), dtype=i64),
+        }
+    )
+
+
+# Stored with the dataset (DatasetInfo metadata) and checked by the reader against the config.
+METADATA_KEYS = ("frames", "image_size", "cameras", "nuscenes_version")
