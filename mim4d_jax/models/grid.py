@@ -14,7 +14,7 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class VoxelGrid:
-    """Axis-aligned grid over `pc_range = (x0, y0, z0, x1, y1, z1)` with `voxel_size = (vx, vy, vz)`.
+    """Axis-aligned grid over `pc_range = (x0, y0, z0, x1, y1, z1)`, `voxel_size = (vx, vy, vz)`.
 
     Hashable (tuples only), so it can be a static jit argument.
     """
@@ -25,7 +25,9 @@ class VoxelGrid:
     @classmethod
     def from_config(cls, pc_range: Sequence[float], voxel_size: Sequence[float]) -> "VoxelGrid":
         if len(pc_range) != 6 or len(voxel_size) != 3:
-            raise ValueError(f"pc_range needs 6 values and voxel_size 3, got {pc_range}, {voxel_size}")
+            raise ValueError(
+                f"pc_range needs 6 values and voxel_size 3, got {pc_range}, {voxel_size}"
+            )
         grid = cls(tuple(float(v) for v in pc_range), tuple(float(v) for v in voxel_size))
         _ = grid.shape_zyx  # validate divisibility now, not at first use
         return grid

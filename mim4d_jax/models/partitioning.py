@@ -33,9 +33,7 @@ def partitioned(init: Initializer, axes: Sequence[str | None]) -> Initializer:
     return nnx.with_partitioning(init, tuple(axes), eager_sharding=False)
 
 
-def conv_kernel_init(
-    spatial_dims: int = 2, init: Initializer | None = None
-) -> Initializer:
+def conv_kernel_init(spatial_dims: int = 2, init: Initializer | None = None) -> Initializer:
     """Conv kernel (*spatial, in, out): spatial dims unsharded, in = `embed`, out = `mlp`."""
     base = init if init is not None else nnx.initializers.lecun_normal()
     return partitioned(base, (None,) * spatial_dims + ("embed", "mlp"))
@@ -68,6 +66,13 @@ def scale_init() -> Initializer:
 def replicated(init: Initializer, ndim: int) -> Initializer:
     """Any small parameter (layer-scale gammas, embeddings of a few rows): all dims None."""
     return partitioned(init, (None,) * ndim)
+
+
+def param(value: jnp.ndarray, axes: Sequence[str | None]) -> nnx.Param:
+    """A hand-made nnx.Param (e.g. a layer-scale gamma) with logical axes, float32."""
+    return nnx.Param(
+        jnp.asarray(value, jnp.float32), out_sharding=tuple(axes), eager_sharding=False
+    )
 
 
 def conv(
@@ -112,7 +117,6 @@ def layer_norm(num_features: int, *, dtype: Dtype | None = None, rngs: nnx.Rngs)
         bias_init=bias_init(),
         rngs=rngs,
     )
-
 
 
 def dense(

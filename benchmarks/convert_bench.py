@@ -1,0 +1,110 @@
+"""Pass-through conversion throughput vs the raw read rate of the same files, one process.
+
+Builds real-size blobs cheaply: every clip gets its own copies of the six real 1600x900
+sample JPEGs (~130-165 KB) for each of T frames and of the real 34,688-point LiDAR sweep, then
+times (1) reading every file's bytes and (2) the shard writer (`writer.write_shard`: read,
+validate, serialise, write TFRecords) on work items naming those files. Geometry is the real
+sample's; only throughput matters. The last line printed is JSON with the ratio.
+
+    python -m benchmarks.convert_bench [--clips 24] [--frames 3] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import tempfile
+import time
+
+import numpy as np
+from nuscenes.nuscenes import NuScenes
+
+from data_prep.convert import planner, writer
+from data_prep.convert.items import ClipItem, ConvertOptions, ShardTask
+from data_prep.real_sample import build_real_sample_dataset
+
+REAL_SAMPLE_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "real_nuscenes_sample"
+
+
+def build_blobs(root: pathlib.Path, clips: int, frames: int) -> list[ClipItem]:
+    """Real-size copies under `root` and one work item per clip naming them."""
+    build_real_sample_dataset(REAL_SAMPLE_DIR, root)
+    nusc = NuScenes("v1.0-mini", str(root), verbose=False)
+    template = planner.plan_clip(nusc, nusc.sample[0]["token"], frames, "bench", "scene-bench")
+    items = []
+    for k in range(clips):
+        paths = []
+        for cam_paths in template.image_paths:
+            src = root / cam_paths[0]
+            copies = tuple(f"copies/{k:04d}/{t}_{src.name}" for t in range(frames))
+            for rel in copies:
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, root / rel)
+            paths.append(copies)
+        lidar = f"copies/{k:04d}/{pathlib.Path(template.lidar_path).name}"
+        shutil.copyfile(root / template.lidar_path, root / lidar)
+        items.append(
+            ClipItem(
+                **{
+                    **template.__dict__,
+                    "sample_token": f"bench{k:04d}",
+                    "image_paths": tuple(paths),
+                    "lidar_path": lidar,
+                    "frame_valid_nt": np.ones_like(template.frame_valid_nt),
+                }
+            )
+        )
+    return items
+
+
+def raw_read(root: pathlib.Path, items: list[ClipItem]) -> tuple[float, int]:
+    """Seconds and bytes to read every blob of every clip once (the floor for pass-through)."""
+    start, total = time.perf_counter(), 0
+    for item in items:
+        for rel in [p for cam in item.image_paths for p in cam] + [item.lidar_path]:
+            total += len((root / rel).read_bytes())
+    return time.perf_counter() - start, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args()
+    work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="convert_bench_"))
+    root, out = work / "nusc", work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    items = build_blobs(root, args.clips, args.frames)
+    options = ConvertOptions(args.frames, items[0].source_hw, False, "fail", "v1.0-mini")
+    task = ShardTask("train", 0, 1, str(root), str(out), tuple(items), options)
+    raw_read(root, items)  # warm the page cache so both timings read from memory
+    # Interleave the timings and keep the best of each, so a busy shared machine hurts both alike.
+    raw_s, write_s = [], []
+    for _ in range(3):
+        seconds, in_bytes = raw_read(root, items)
+        raw_s.append(seconds)
+        start = time.perf_counter()
+        result = writer.write_shard(task)
+        write_s.append(time.perf_counter() - start)
+    raw, conv = min(raw_s), min(write_s)
+    report = {
+        "clips": len(items),
+        "frames": args.frames,
+        "input_mb_per_clip": round(in_bytes / len(items) / 2**20, 3),
+        "raw_read_clips_per_s": round(len(items) / raw, 2),
+        "raw_read_mb_per_s": round(in_bytes / raw / 2**20, 1),
+        "convert_clips_per_s": round(len(items) / conv, 2),
+        "convert_in_mb_per_s": round(in_bytes / conv / 2**20, 1),
+        "convert_out_mb_per_s": round(result.num_bytes / conv / 2**20, 1),
+        "ratio_vs_raw_read": round(raw / conv, 3),
+    }
+    if args.work is None:
+        shutil.rmtree(work)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The planner: loads the nuScenes devkit once and emits compact, devkit-free work items.
+
+Splits come from the official scene lists (`train`/`val`, or `mini_train`/`mini_val` for
+v1.0-mini) or from a scene-list JSON file {"train": [...], "val": [...]}. Output shards hold
+whole scenes, contiguous in scene-name order, balanced by clip count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+from collections.abc import Callable
+
+import numpy as np
+from nuscenes.nuscenes import NuScenes
+from nuscenes.utils import splits as nusc_splits
+from nuscenes.utils.geometry_utils import transform_matrix
+from pyquaternion import Quaternion
+
+from data_prep.convert.items import ClipItem, ConversionError
+from mim4d_jax.data.schema import CAMERAS
+
+TABLES = (
+    "category",
+    "attribute",
+    "visibility",
+    "instance",
+    "sensor",
+    "calibrated_sensor",
+    "ego_pose",
+    "log",
+    "scene",
+    "sample",
+    "sample_data",
+    "sample_annotation",
+    "map",
+)
+SPLITS = ("train", "val")
+TARGET_SHARD_BYTES = 256 * 2**20
+HOST_MULTIPLE = 8  # shard counts are multiples of 8 so 1, 2, 4 or 8 hosts own whole files
+_OFFICIAL = {
+    "v1.0-mini": {"train": nusc_splits.mini_train, "val": nusc_splits.mini_val},
+    "v1.0-trainval": {"train": nusc_splits.train, "val": nusc_splits.val},
+}
+
+
+def load_nuscenes(dataroot: str | pathlib.Path, version: str) -> NuScenes:
+    """Loads the devkit; its bare KeyError/FileNotFoundError become errors naming the input."""
+    table_dir = pathlib.Path(dataroot) / version
+    for table in TABLES:
+        if not (table_dir / f"{table}.json").is_file():
+            raise ConversionError(f"missing nuScenes table {table_dir / f'{table}.json'}")
+    try:
+        return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    except KeyError as err:
+        raise ConversionError(
+            f"{table_dir}: dangling token {err} while indexing the tables"
+        ) from err
+
+
+def scene_splits(
+    nusc: NuScenes, version: str, scene_list: str | pathlib.Path | None
+) -> dict[str, list[str]]:
+    """Split name -> sorted scene names present in the dataset.
+
+    Official lists: a dataset scene in no list is an error. A scene-list file replaces the
+    official lists; dataset scenes it does not name are left out (logged).
+    """
+    if scene_list is not None:
+        try:
+            lists = json.loads(pathlib.Path(scene_list).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConversionError(f"cannot read scene list {scene_list}: {err}") from err
+        if not isinstance(lists, dict) or set(lists) - set(SPLITS):
+            raise ConversionError(
+                f"scene list {scene_list}: expected a JSON object with keys {SPLITS}"
+            )
+    elif version in _OFFICIAL:
+        lists = _OFFICIAL[version]
+    else:
+        raise ConversionError(
+            f"no official scene lists for version {version!r}; pass a scene-list file"
+        )
+    names = {scene["name"] for scene in nusc.scene}
+    owner: dict[str, str] = {}
+    for split, listed in lists.items():
+        for name in listed:
+            if name in owner:
+                raise ConversionError(f"scene {name!r} is in both {owner[name]!r} and {split!r}")
+            owner[name] = split
+    unlisted = sorted(names - set(owner))
+    if unlisted and scene_list is None:
+        raise ConversionError(
+            f"scenes {unlisted[:5]} ({len(unlisted)} in all) are in no official {version} split; "
+            "pass --scene-list FILE"
+        )
+    if unlisted:
+        logging.info(
+            "scene list %s leaves out %d scenes: %s", scene_list, len(unlisted), unlisted[:5]
+        )
+    return {split: sorted(n for n in names if owner.get(n) == split) for split in SPLITS}
+
+
+class _Lookup:
+    """`nusc.get` whose errors name the dangling token and who referenced it."""
+
+    def __init__(self, nusc: NuScenes):
+        self.nusc = nusc
+
+    def __call__(self, table: str, token: str, referrer: str) -> dict:
+        try:
+            return self.nusc.get(table, token)
+        except KeyError:
+            raise ConversionError(
+                f"dangling token {token!r}: no {table} record (referenced by {referrer})"
+            ) from None
+
+
+def _pose(record: dict) -> np.ndarray:
+    return transform_matrix(record["translation"], Quaternion(record["rotation"]))
+
+
+def plan_clip(
+    nusc: NuScenes, sample_token: str, frames: int, location: str, scene_name: str
+) -> ClipItem:
+    """One clip: the key frame and the frames-1 previous camera sweeps of each camera."""
+    get = _Lookup(nusc)
+    sample = get("sample", sample_token, f"scene {scene_name}")
+    paths, valid, intrinsics, cam2ego, ego2global, stamps, sizes = [], [], [], [], [], [], set()
+    for cam in CAMERAS:
+        if cam not in sample["data"]:
+            raise ConversionError(f"sample {sample_token}: no {cam} key frame")
+        chain = [get("sample_data", sample["data"][cam], f"sample {sample_token}")]
+        while len(chain) < frames and chain[-1]["prev"]:
+            chain.append(
+                get("sample_data", chain[-1]["prev"], f"sample_data {chain[-1]['token']}.prev")
+            )
+        # Short history: repeat the earliest frame, flagged invalid.
+        valid.append([True] * len(chain) + [False] * (frames - len(chain)))
+        chain += [chain[-1]] * (frames - len(chain))
+        paths.append(tuple(sd["filename"] for sd in chain))
+        cal = [
+            get("calibrated_sensor", sd["calibrated_sensor_token"], f"sample_data {sd['token']}")
+            for sd in chain
+        ]
+        poses = [
+            get("ego_pose", sd["ego_pose_token"], f"sample_data {sd['token']}") for sd in chain
+        ]
+        intrinsics.append([np.asarray(c["camera_intrinsic"], np.float64) for c in cal])
+        cam2ego.append([_pose(c) for c in cal])
+        ego2global.append([_pose(p) for p in poses])
+        stamps.append([sd["timestamp"] for sd in chain])
+        sizes.update((sd["height"], sd["width"]) for sd in chain)
+    if len(sizes) != 1:
+        raise ConversionError(
+            f"sample {sample_token}: cameras have different image sizes {sorted(sizes)}"
+        )
+    if "LIDAR_TOP" not in sample["data"]:
+        raise ConversionError(f"sample {sample_token}: no LIDAR_TOP key frame")
+    lidar = get("sample_data", sample["data"]["LIDAR_TOP"], f"sample {sample_token}")
+    lidar_cal = get(
+        "calibrated_sensor", lidar["calibrated_sensor_token"], f"sample_data {lidar['token']}"
+    )
+    lidar_pose = get("ego_pose", lidar["ego_pose_token"], f"sample_data {lidar['token']}")
+    return ClipItem(
+        sample_token=sample_token,
+        scene_name=scene_name,
+        location=location,
+        image_paths=tuple(paths),
+        source_hw=sizes.pop(),
+        frame_valid_nt=np.asarray(valid, np.bool_),
+        intrinsics_nt33=np.asarray(intrinsics, np.float64),
+        cam2ego_nt44=np.asarray(cam2ego, np.float64),
+        ego2global_nt44=np.asarray(ego2global, np.float64),
+        cam_timestamps_nt=np.asarray(stamps, np.int64),
+        lidar_path=lidar["filename"],
+        lidar2ego_44=_pose(lidar_cal),
+        lidar_ego2global_44=_pose(lidar_pose),
+        lidar_timestamp=int(lidar["timestamp"]),
+    )
+
+
+def plan_scene(
+    nusc: NuScenes, scene_name: str, frames: int, on_bad: Callable[[str, ConversionError], None]
+) -> list[ClipItem]:
+    """Clips of one scene in time order; a bad clip goes to `on_bad(sample_token, error)`."""
+    get = _Lookup(nusc)
+    scene = next(s for s in nusc.scene if s["name"] == scene_name)
+    log = get("log", scene["log_token"], f"scene {scene_name}")
+    items, token = [], scene["first_sample_token"]
+    while token:
+        try:
+            items.append(plan_clip(nusc, token, frames, log["location"], scene_name))
+        except ConversionError as err:
+            on_bad(token, err)
+        # The chain itself must be intact to find the next sample.
+        token = get("sample", token, f"scene {scene_name}")["next"]
+    return items
+
+
+def default_num_shards(clip_bytes: float, num_clips: int, num_scenes: int) -> int:
+    """About TARGET_SHARD_BYTES per shard, rounded up to a multiple of HOST_MULTIPLE.
+
+    Shards hold whole scenes, so there are never more shards than scenes: when the multiple
+    of 8 exceeds the scene count it is rounded down to one (or, below 8 scenes, one shard per
+    scene, which small datasets cannot avoid).
+    """
+    wanted = max(1, math.ceil(clip_bytes * num_clips / TARGET_SHARD_BYTES))
+    wanted = HOST_MULTIPLE * math.ceil(wanted / HOST_MULTIPLE)
+    if wanted <= num_scenes:
+        return wanted
+    if num_scenes >= HOST_MULTIPLE:
+        return HOST_MULTIPLE * (num_scenes // HOST_MULTIPLE)
+    return max(1, num_scenes)
+
+
+def assign_shards(scene_clips: list[list[ClipItem]], num_shards: int) -> list[list[ClipItem]]:
+    """Contiguous groups of whole scenes, cut near where cumulative clip counts cross k/num_shards.
+
+    Every shard gets at least one scene: the shard index advances by at most one per scene and
+    early enough that the last scenes still reach the last shard.
+    """
+    num_shards = min(num_shards, len(scene_clips))
+    total = sum(len(c) for c in scene_clips)
+    shards: list[list[ClipItem]] = [[] for _ in range(num_shards)]
+    shard = done = 0
+    for i, clips in enumerate(scene_clips):
+        if i > 0:
+            by_count = int(num_shards * done / total) if total else 0
+            shard = min(max(by_count, shard), shard + 1)
+            shard = min(max(shard, num_shards - (len(scene_clips) - i)), num_shards - 1)
+        shards[shard].extend(clips)
+        done += len(clips)
+    return shards

@@ -1,0 +1,196 @@
+"""Devkit-free shard writer: reads blobs named by work items, validates them, writes one shard.
+
+Used unchanged by local worker processes and by Beam workers. A shard is written to a
+temporary name and renamed when complete; a small JSON manifest beside it records its
+fingerprint, example count and size so `--resume` can verify it without re-reading blobs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+from collections.abc import Callable
+
+import numpy as np
+import PIL.Image
+import tensorflow as tf
+from etils import epath
+
+from data_prep.convert.items import ClipItem, ConversionError, ShardResult, ShardTask
+from mim4d_jax.data import schema
+
+LIDAR_SOURCE_DIMS = 5  # .pcd.bin: float32 x, y, z, intensity, ring
+JPEG_QUALITY = 95
+WORK_DIR = "conversion_work"  # manifests, inside the version directory until finalised
+# Called after every clip with (clips_done, bytes_written); drives the progress bar.
+ProgressFn = Callable[[int, int], None]
+
+
+def read_jpeg(path: epath.Path, source_hw: tuple[int, int]) -> bytes:
+    """The file's bytes after cheap checks: JPEG markers at both ends and header size.
+
+    A full decode would triple the pass-through cost; truncation and non-JPEG data are caught
+    by the markers, a wrong size by the header. Damage inside the entropy-coded data is not.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConversionError(f"missing image file {path}") from None
+    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        raise ConversionError(f"corrupt JPEG {path}: missing start/end marker ({len(data)} bytes)")
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as img:
+            fmt, width, height = img.format, img.width, img.height
+    except (OSError, SyntaxError) as err:
+        raise ConversionError(f"corrupt JPEG {path}: {err}") from None
+    if fmt != "JPEG" or (height, width) != tuple(source_hw):
+        raise ConversionError(
+            f"image {path}: {fmt} {width}x{height}, expected JPEG {source_hw[1]}x{source_hw[0]}"
+        )
+    return data
+
+
+def resize_jpeg(data: bytes, path: epath.Path, out_hw: tuple[int, int]) -> bytes:
+    """Decode, resize with antialiasing (PIL widens its filters when downscaling), re-encode."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as img:
+            img = img.convert("RGB").resize((out_hw[1], out_hw[0]), PIL.Image.Resampling.BILINEAR)
+    except OSError as err:
+        raise ConversionError(f"corrupt JPEG {path}: {err}") from None
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def read_lidar(path: epath.Path) -> np.ndarray:
+    """Key-frame points as a flat float32 (P * LIDAR_DIMS,) array of x, y, z, intensity."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConversionError(f"missing LiDAR file {path}") from None
+    record = 4 * LIDAR_SOURCE_DIMS
+    if len(data) % record:
+        raise ConversionError(
+            f"truncated LiDAR file {path}: {len(data)} bytes is not a multiple of {record}"
+        )
+    points_p5 = np.frombuffer(data, np.float32).reshape(-1, LIDAR_SOURCE_DIMS)
+    return np.ascontiguousarray(points_p5[:, : schema.LIDAR_DIMS]).reshape(-1)
+
+
+def scaled_intrinsics(
+    intrinsics_nt33: np.ndarray, source_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
+    """K for a resized image: rows 0 and 1 scale with width and height (pixel-corner convention)."""
+    scale_3 = np.array([out_hw[1] / source_hw[1], out_hw[0] / source_hw[0], 1.0])
+    return intrinsics_nt33 * scale_3[:, None]
+
+
+def clip_example(item: ClipItem, task: ShardTask) -> dict:
+    """The feature dict of one clip (see schema.clip_features)."""
+    root, opts = epath.Path(task.dataroot), task.options
+    images = {}
+    for cam, paths in zip(schema.CAMERAS, item.image_paths):
+        frames = []
+        for rel in paths:
+            data = read_jpeg(root / rel, item.source_hw)
+            frames.append(resize_jpeg(data, root / rel, opts.image_hw) if opts.resize else data)
+        images[cam] = frames
+    if not opts.resize and tuple(item.source_hw) != tuple(opts.image_hw):
+        raise ConversionError(
+            f"sample {item.sample_token}: images are {item.source_hw}, dataset is {opts.image_hw}"
+        )
+    intrinsics_nt33 = item.intrinsics_nt33
+    if opts.resize:
+        intrinsics_nt33 = scaled_intrinsics(intrinsics_nt33, item.source_hw, opts.image_hw)
+    points = read_lidar(root / item.lidar_path)
+    return {
+        "sample_token": item.sample_token,
+        "scene_name": item.scene_name,
+        "location": item.location,
+        "images": images,
+        "intrinsics": intrinsics_nt33,
+        "cam2ego": item.cam2ego_nt44,
+        "ego2global": item.ego2global_nt44,
+        "cam_timestamps": item.cam_timestamps_nt,
+        "frame_valid": item.frame_valid_nt,
+        "lidar_points": points,
+        "num_lidar_points": np.int64(points.size // schema.LIDAR_DIMS),
+        "lidar2ego": item.lidar2ego_44,
+        "lidar_ego2global": item.lidar_ego2global_44,
+        "lidar_timestamp": np.int64(item.lidar_timestamp),
+    }
+
+
+def manifest_path(task: ShardTask) -> epath.Path:
+    return epath.Path(task.version_dir) / WORK_DIR / f"{task.filename}.json"
+
+
+def write_shard(task: ShardTask, progress: ProgressFn | None = None) -> ShardResult:
+    """Writes the shard (temporary name, then rename) and its manifest; returns its result."""
+    features = schema.clip_features(task.options.frames, task.options.image_hw)
+    final = epath.Path(task.version_dir) / task.filename
+    tmp = final.parent / f"{task.filename}.tmp-{os.getpid()}"
+    skipped, count, written = [], 0, 0
+    with tf.io.TFRecordWriter(os.fspath(tmp)) as writer:
+        for item in task.items:
+            try:
+                record = features.serialize_example(clip_example(item, task))
+            except ConversionError as err:
+                if task.options.on_error == "fail":
+                    writer.close()
+                    tmp.unlink(missing_ok=True)
+                    raise
+                skipped.append((item.sample_token, str(err)))
+                continue
+            writer.write(record)
+            count += 1
+            written += len(record) + 16  # TFRecord framing: length, 2 CRCs
+            if progress is not None:
+                progress(1, len(record) + 16)
+    tmp.replace(final)  # atomic; overwrites a shard that failed verification
+    result = ShardResult(
+        split=task.split,
+        index=task.index,
+        filename=task.filename,
+        fingerprint=task.fingerprint(),
+        num_examples=count,
+        num_bytes=final.stat().length,
+        skipped=tuple(skipped),
+    )
+    manifest = manifest_path(task)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(result.to_json()))
+    return result
+
+
+def count_records(path: epath.Path) -> int:
+    """Walks the TFRecord framing (no payload parsing); raises ValueError on a torn file."""
+    count = 0
+    with path.open("rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(0)
+        while f.tell() < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise ValueError(f"{path}: torn record header")
+            (length,) = struct.unpack("<Q", header[:8])
+            if f.seek(length + 4, io.SEEK_CUR) > size:
+                raise ValueError(f"{path}: torn record")
+            count += 1
+    return count
+
+
+def verified_result(task: ShardTask) -> ShardResult | None:
+    """The stored result if the shard is complete, matches this task and its file checks out."""
+    manifest, shard = manifest_path(task), epath.Path(task.version_dir) / task.filename
+    if not manifest.exists() or not shard.exists():
+        return None
+    result = ShardResult.from_json(json.loads(manifest.read_text()))
+    if result.fingerprint != task.fingerprint() or shard.stat().length != result.num_bytes:
+        return None
+    try:
+        return result if count_records(shard) == result.num_examples else None
+    except ValueError:
+        return None

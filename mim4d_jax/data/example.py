@@ -1,0 +1,119 @@
+"""One training/eval example as NumPy arrays (the per-example rows of docs/architecture.md's batch).
+
+Every random choice (target frame, patch masks, rays) is drawn from generators seeded by
+(seed, position, stream) only, so an example is a pure function of its record and position.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mim4d_jax.data import geometry, masks, rays, schema
+from mim4d_jax.data.clip import decode_resize
+
+IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+IMAGENET_STD = np.array([58.395, 57.12, 57.375], np.float32)
+_STREAM_TARGETS, _STREAM_MASK, _STREAM_RAYS = 0, 1, 2
+
+
+def check_config(config) -> None:
+    """Clear errors for `data.*` settings the pipeline cannot honour (before any reading)."""
+    d = config.data
+    cams = tuple(d.cameras)
+    unknown = [c for c in cams if c not in schema.CAMERAS]
+    if unknown or len(set(cams)) != len(cams) or "CAM_FRONT" not in cams:
+        raise ValueError(
+            f"data.cameras {cams} must be distinct names from {schema.CAMERAS} including CAM_FRONT"
+        )
+    (w, h), (pw, ph) = d.image_size, d.pad_size
+    if pw < w or ph < h:
+        raise ValueError(f"data.pad_size {tuple(d.pad_size)} is smaller than data.image_size {(w, h)}")
+    masks.patch_grid(d.pad_size, d.mask_patch)
+    masks.num_visible(1, d.mask_ratio)
+    if d.frames < 1:
+        raise ValueError(f"data.frames must be >= 1, got {d.frames}")
+    ray_cfg = rays.RayConfig.from_config(config)
+    grid = len(rays.top_up_pixels(w, h, ray_cfg))
+    if grid < d.num_rays:
+        raise ValueError(
+            f"data.num_rays={d.num_rays} exceeds the {grid} top-up pixels of a {w}x{h} image "
+            f"(data.top_up_stride={d.top_up_stride}, data.sky_fraction={d.sky_fraction})"
+        )
+
+
+def _rng(seed: int, position: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, position, stream])
+
+
+def normalise_pad(images_nthw3: np.ndarray, pad_size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB -> ImageNet-normalised float32, zero padded bottom/right to (W, H) pad_size."""
+    n, t, h, w, _ = images_nthw3.shape
+    out_nthwc = np.zeros((n, t, pad_size[1], pad_size[0], 3), np.float32)
+    valid = out_nthwc[:, :, :h, :w]
+    np.subtract(images_nthw3, IMAGENET_MEAN, out=valid, dtype=np.float32)
+    valid *= 1.0 / IMAGENET_STD
+    return out_nthwc
+
+
+def make_example(
+    clip: dict, config, *, seed: int, position: int, train: bool = True, where: str = "clip"
+) -> dict[str, np.ndarray]:
+    """Arrays of one example from a parsed clip (`reader.ClipReader.read_clip`).
+
+    `position` is the example's global stream position (or any caller-chosen index in eval);
+    `train=False` keeps every patch visible. Keys and shapes: docs/architecture.md without B.
+    """
+    d = config.data
+    cams = tuple(d.cameras)
+    frames = int(d.frames)
+    size_wh = tuple(int(v) for v in d.image_size)
+    images_nthw3 = np.empty((len(cams), frames, size_wh[1], size_wh[0], 3), np.uint8)
+    scale_nt2 = np.empty((len(cams), frames, 2))
+    for n, cam in enumerate(cams):
+        for t in range(frames):
+            pixels, stored_wh = decode_resize(clip["jpegs"][n][t], size_wh, f"{where} {cam} frame {t}")
+            images_nthw3[n, t] = pixels
+            scale_nt2[n, t] = (size_wh[0] / stored_wh[0], size_wh[1] / stored_wh[1])
+
+    front = cams.index("CAM_FRONT")
+    intrinsics_nt33 = geometry.resize_intrinsics(clip["intrinsics"], scale_nt2)
+    cam2vol_nt44 = geometry.cam2vol(clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], front)
+    keylidar2cam_nt44 = geometry.keylidar2cam(
+        clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], clip["lidar_ego2global"]
+    )
+
+    k = int(_rng(seed, position, _STREAM_TARGETS).integers(1, frames)) if frames > 1 else 0
+    target_frames = np.array([0, k], np.int32)
+
+    ray_cfg = rays.RayConfig.from_config(config)
+    points_p3 = rays.filter_lidar(clip["lidar_points"][:, :3].astype(np.float64), ray_cfg)
+    ray_rng = _rng(seed, position, _STREAM_RAYS)
+    per_target = []
+    for t in target_frames:
+        per_cam = [
+            rays.sample_camera_rays(
+                ray_rng, points_p3, keylidar2cam_nt44[n, t], intrinsics_nt33[n, t],
+                cam2vol_nt44[n, t], images_nthw3[n, t], ray_cfg,
+            )
+            for n in range(len(cams))
+        ]
+        per_target.append({key: np.concatenate([r[key] for r in per_cam]) for key in per_cam[0]})
+    ray_arrays = {key: np.stack([p[key] for p in per_target]) for key in per_target[0]}
+
+    grid_hw = masks.patch_grid(d.pad_size, d.mask_patch)
+    if train:
+        keep = masks.random_patch_keep(
+            _rng(seed, position, _STREAM_MASK), len(cams) * frames, grid_hw, d.mask_ratio
+        )
+        patch_keep = keep.reshape(len(cams), frames, *grid_hw)
+    else:
+        patch_keep = np.ones((len(cams), frames, *grid_hw), np.float32)
+
+    return {
+        "images": normalise_pad(images_nthw3, d.pad_size),
+        "patch_keep": patch_keep,
+        "lidar2img": geometry.lidar2img(intrinsics_nt33, cam2vol_nt44).astype(np.float32),
+        "vol2ref": geometry.vol2ref(clip["ego2global"], clip["lidar2ego"], front).astype(np.float32),
+        "target_frames": target_frames,
+        **ray_arrays,
+    }

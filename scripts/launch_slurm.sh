@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# SLURM batch script: MIM4D pre-training on a GPU cluster, one JAX process per GPU.
+#
+# Usage (edit the #SBATCH lines for your cluster):
+#   sbatch scripts/launch_slurm.sh WORKDIR [CONFIG] [extra train flags...]
+# Example, 2 nodes x 8 GPUs = 16 processes:
+#   sbatch --nodes=2 scripts/launch_slurm.sh /shared/runs/mim4d_vs01 configs/mim4d_vs01.py \
+#       --config.data.dir=/shared/nuscenes_clips --config.batch_size=16
+#
+# srun starts one task per GPU; mim4d_jax.train sees SLURM_NTASKS > 1 and calls
+# jax.distributed.initialize(), which reads the coordinator, process count and process id from
+# SLURM's environment. Each process sees only its own GPU (--gpus-per-task=1). WORKDIR must be
+# on a filesystem shared by all nodes. SLURM sends SIGTERM before the time limit/preemption
+# (--signal below); the run saves a checkpoint at the current step, and `sbatch` again (or
+# --requeue) resumes from it.
+#SBATCH --job-name=mim4d
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-task=1
+#SBATCH --cpus-per-task=12
+#SBATCH --time=48:00:00
+#SBATCH --signal=TERM@300
+#SBATCH --requeue
+#SBATCH --output=mim4d-%j.out
+set -euo pipefail
+
+if [[ $# -lt 1 ]]; then
+  sed -n '2,16p' "$0"
+  exit 2
+fi
+WORKDIR=$1
+CONFIG=${2:-configs/mim4d_vs01.py}
+shift $(( $# < 2 ? $# : 2 ))
+REPO_DIR=${REPO_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}
+cd "${REPO_DIR}"
+export PYTHONPATH="${REPO_DIR}${PYTHONPATH:+:$PYTHONPATH}"
+# Let each process pre-allocate most of its own GPU, not the default 75%.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
+
+# --kill-on-bad-exit: one failing process (e.g. the NaN stop) ends the whole step.
+srun --kill-on-bad-exit=1 .venv/bin/python -m mim4d_jax.train \
+  --config="${CONFIG}" --workdir="${WORKDIR}" "$@"

@@ -1,0 +1,164 @@
+"""Shared helpers for the trainer tests: configs, an in-memory batch iterator, subprocess runs.
+
+`SyntheticBatches` has the input pipeline's interface (`next()` -> dict of global jax.Arrays
+sharded over ('data', 'fsdp'); JSON `get_state()` / `set_state()`) and plausible geometry
+(six cameras on a ring looking outwards, rays leaving the camera centres), so the real model
+and objective train on it without a dataset on disk. Every batch is a pure function of
+(seed, index): a resumed iterator replays exactly the batches a straight run would see.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from mim4d_jax.config import load_config
+from mim4d_jax.training import mesh as mesh_lib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_TEST = str(REPO_ROOT / "configs" / "mim4d_tiny.py") + ":test"
+
+
+def tiny_config(*overrides: str) -> ml_collections.ConfigDict:
+    """configs/mim4d_tiny.py:test with `key=value` overrides."""
+    return load_config(TINY_TEST, list(overrides))
+
+
+def _rot_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def example(config: ml_collections.ConfigDict, seed: int, index: int) -> dict[str, np.ndarray]:
+    """One example (no batch dim) with the shapes and value ranges of docs/architecture.md."""
+    rng = np.random.default_rng([seed, index])
+    d = config.data
+    n, t = len(d.cameras), d.frames
+    (w, h), (wp, hp), p = d.image_size, d.pad_size, d.mask_patch
+    images = np.zeros((n, t, hp, wp, 3), np.float32)
+    images[:, :, :h, :w] = rng.normal(size=(n, t, h, w, 3))
+    grid = (hp // p) * (wp // p)
+    visible = round(grid * (1 - d.mask_ratio))
+    keep = np.zeros((n, t, grid), np.float32)
+    for cam in range(n):
+        for frame in range(t):
+            keep[cam, frame, rng.permutation(grid)[:visible]] = 1.0
+    # Camera n looks along yaw 60n degrees in the volume frame (x right, y forward, z up).
+    focal = 0.6 * w
+    intrinsics = np.array([[focal, 0, w / 2, 0], [0, focal, h / 2, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    cam_axes = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])  # volume->camera at yaw 0
+    lidar2img = np.zeros((n, t, 4, 4), np.float32)
+    centres = np.zeros((n, 3))
+    for cam in range(n):
+        rot = cam_axes @ _rot_z(-np.deg2rad(60.0 * cam))
+        centres[cam] = [0.0, 0.0, 1.5]
+        vol2cam = np.eye(4)
+        vol2cam[:3, :3], vol2cam[:3, 3] = rot, -rot @ centres[cam]
+        lidar2img[cam] = intrinsics @ vol2cam
+    vol2ref = np.tile(np.eye(4, dtype=np.float32), (t, 1, 1))
+    vol2ref[:, 1, 3] = -2.0 * np.arange(t)  # the ego drove 2 m forward per frame
+    rays = d.num_rays
+    dirs = np.zeros((2, n * rays, 3))
+    for cam in range(n):
+        yaw = np.deg2rad(60.0 * cam) + rng.uniform(-0.5, 0.5, (2, rays))
+        pitch = rng.uniform(-0.3, 0.1, (2, rays))
+        dirs[:, cam * rays : (cam + 1) * rays] = np.stack(
+            [-np.sin(yaw) * np.cos(pitch), np.cos(yaw) * np.cos(pitch), np.sin(pitch)], axis=-1
+        )
+    depth = rng.uniform(3.0, 20.0, (2, n * rays))
+    depth[rng.uniform(size=depth.shape) < 0.3] = -1.0  # top-up rays have no LiDAR depth
+    return {
+        "images": images,
+        "patch_keep": keep.reshape(n, t, hp // p, wp // p),
+        "lidar2img": lidar2img,
+        "vol2ref": vol2ref,
+        "target_frames": np.array([0, rng.integers(1, t)], np.int32),
+        "ray_origin": np.repeat(centres, rays, axis=0)[None].repeat(2, 0).astype(np.float32),
+        "ray_dir": dirs.astype(np.float32),
+        "ray_rgb": rng.uniform(size=(2, n * rays, 3)).astype(np.float32),
+        "ray_depth": depth.astype(np.float32),
+    }
+
+
+class SyntheticBatches:
+    """Global batches of `example`s; `repeat=True` yields the same batch every step."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        mesh: Mesh,
+        *,
+        repeat: bool = False,
+        nan_at: int | None = None,
+    ) -> None:
+        self.config, self.repeat, self.nan_at = config, repeat, nan_at
+        self.sharding = mesh_lib.batch_sharding(mesh)
+        self.index = 0
+
+    def __iter__(self) -> SyntheticBatches:
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        first = 0 if self.repeat else self.index * self.config.batch_size
+        examples = [
+            example(self.config, self.config.seed, first + i) for i in range(self.config.batch_size)
+        ]
+        batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+        if self.nan_at is not None and self.index == self.nan_at:
+            batch["ray_rgb"][:] = np.nan
+        self.index += 1
+        # make_array_from_callback: each process fills only its own shards (multi-process safe).
+        return {
+            k: jax.make_array_from_callback(v.shape, self.sharding, lambda i, v=v: v[i])
+            for k, v in batch.items()
+        }
+
+    def get_state(self) -> dict:
+        return {"index": self.index}
+
+    def set_state(self, state: dict) -> None:
+        self.index = int(state["index"])
+
+    def close(self) -> None:
+        """Nothing to stop (the real pipeline stops its prefetch threads here)."""
+
+
+def batches_factory(**kwargs):
+    """A `pipeline_factory` for `train.train` that builds `SyntheticBatches(**kwargs)`."""
+    return lambda config, mesh: SyntheticBatches(config, mesh, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_env(num_devices: int) -> dict[str, str]:
+    """Environment for a child python with `num_devices` fake CPU devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def start_child(script: str, *args: str, num_devices: int = 8) -> subprocess.Popen:
+    """Runs `python -c script args...` from the repo root (output captured)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(num_devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
