@@ -38,7 +38,15 @@ from data_prep.convert.items import (
 from data_prep.convert.tfds_meta import dataset_dir
 from mim4d_jax.data import schema
 
-__all__ = ["ConversionError", "convert", "dataset_dir", "prepare", "finish"]
+__all__ = [
+    "ConversionError",
+    "already_done",
+    "clean_stale",
+    "convert",
+    "dataset_dir",
+    "finish",
+    "prepare",
+]
 
 
 @dataclasses.dataclass
@@ -144,7 +152,7 @@ def prepare(
     return Plan(version_dir, options, tasks, skipped, digest.hexdigest())
 
 
-def _clean_stale(plan: Plan, keep_complete: bool) -> None:
+def clean_stale(plan: Plan, keep_complete: bool) -> None:
     """Removes shard files of this dataset that the plan does not name, temporary files, and
     (unless resuming) every earlier shard; foreign files are left alone."""
     names = {t.filename for t in plan.tasks}
@@ -207,6 +215,10 @@ def _run_local(tasks: list[ShardTask], workers: int, bar: tqdm.tqdm) -> list[Sha
 
 def finish(plan: Plan, results: list[ShardResult], seconds: float) -> dict:
     """Stats, TFDS metadata and the stats file; returns the stats."""
+    if not any(r.num_examples for r in results):
+        _raise_nothing_left(
+            str(plan.version_dir), [(t, why) for r in results for t, why in r.skipped]
+        )
     skipped = [{"split": s, "sample_token": t, "reason": r} for s, t, r in plan.skipped]
     skipped += [
         {"split": r.split, "sample_token": t, "reason": why}
@@ -232,7 +244,7 @@ def finish(plan: Plan, results: list[ShardResult], seconds: float) -> dict:
     return stats
 
 
-def _already_done(plan: Plan) -> dict | None:
+def already_done(plan: Plan) -> dict | None:
     """Stored stats if the output is this very conversion; error if it is a different one."""
     if not tfds_meta.is_finalised(plan.version_dir):
         return None
@@ -265,12 +277,12 @@ def convert(
     """
     start = time.monotonic()
     plan = prepare(dataroot, version, out_dir, frames, image_size, num_shards, on_error, scene_list)
-    done = _already_done(plan)
+    done = already_done(plan)
     if done is not None:
         logging.info("%s is already complete; nothing to do", plan.version_dir)
         return done
     plan.version_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale(plan, keep_complete=resume)
+    clean_stale(plan, keep_complete=resume)
     kept = (
         [r for r in (writer.verified_result(t) for t in plan.tasks) if r is not None]
         if resume
@@ -283,8 +295,6 @@ def convert(
         total=total, unit="clip", desc="convert", file=sys.stderr, disable=total == 0
     ) as bar:
         results = kept + _run_local(todo, workers, bar)
-    if not any(r.num_examples for r in results):
-        _raise_nothing_left(str(dataroot), [(t, why) for r in results for t, why in r.skipped])
     stats = finish(plan, results, time.monotonic() - start)
     stats["resumed_shards"] = len(kept)
     return stats

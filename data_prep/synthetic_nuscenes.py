@@ -2,7 +2,7 @@ r"""Synthetic driving dataset in the real nuScenes on-disk format (the project's
 
     python -m data_prep.synthetic_nuscenes --out datasets/synthetic [--scenes N]
         [--samples-per-scene K] [--width W --height H] [--seed S] [--version v1.0-mini]
-        [--overwrite]
+        [--overwrite] [--workers 2]
 
 Each scene is a procedural grid city (data_prep/synth/world.py): roads with lane markings and
 zebra crossings, tiled sidewalks, lawns, textured buildings, trees, poles, parked and moving
@@ -29,6 +29,7 @@ temporary folder beside DIR and renamed at the end: a failed run leaves nothing 
 
 import argparse
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -61,36 +62,50 @@ def scene_names(version: str, scenes: int) -> list[str]:
     return list(train[: scenes - n_val]) + list(val[:n_val])
 
 
-def _check_args(scenes, samples_per_scene, width, height, seed) -> None:
+def _check_args(scenes, samples_per_scene, width, height, seed, workers) -> None:
     for key, value in (("scenes", scenes), ("samples_per_scene", samples_per_scene),
-                       ("width", width), ("height", height)):
+                       ("width", width), ("height", height), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{key}={value!r}: must be a positive integer")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r}: must be a non-negative integer")
 
 
+def _render_scene(root: pathlib.Path, spec: SceneSpec, width: int, height: int,
+                  seed: int) -> tuple[dict[str, list[dict]], dict[str, dict[str, str]]]:
+    """Writes one scene's files; returns its table records and depth index entries."""
+    tables = Tables(seed)
+    world = build_world(seed * 10_007 + spec.index, scene_duration_s(spec.samples))
+    writer = SceneWriter(root, tables, world, spec, rig.make_cameras(width, height))
+    writer.write()
+    return tables.records, writer.depth_index
+
+
 def _write_dataset(root: pathlib.Path, scenes: int, samples_per_scene: int, width: int,
-                   height: int, seed: int, version: str) -> None:
-    names = scene_names(version, scenes)
-    cameras = rig.make_cameras(width, height)
-    channels = [c.channel for c in cameras] + [rig.LIDAR_CHANNEL]
+                   height: int, seed: int, version: str, workers: int) -> None:
+    channels = [*rig.CAMERA_CHANNELS, rig.LIDAR_CHANNEL]
     for folder in ("samples", "sweeps"):
         for channel in channels:
             (root / folder / channel).mkdir(parents=True)
-    for camera in cameras:
-        (root / "depth_gt" / "samples" / camera.channel).mkdir(parents=True)
+    for channel in rig.CAMERA_CHANNELS:
+        (root / "depth_gt" / "samples" / channel).mkdir(parents=True)
     (root / "maps").mkdir()
+    jobs = [(root, SceneSpec(index=i, name=name, samples=samples_per_scene,
+                             start_us=_SCENE_START_US + i * _SCENE_SPACING_US,
+                             log_name=f"n900-synthetic-seed{seed}-{i:03d}"), width, height, seed)
+            for i, name in enumerate(scene_names(version, scenes))]
+    if workers > 1 and len(jobs) > 1:
+        # spawn, not fork: the caller may have started JAX or TensorFlow threads.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(min(workers, len(jobs))) as pool:
+            results = pool.starmap(_render_scene, jobs)
+    else:
+        results = [_render_scene(*job) for job in jobs]
     tables = Tables(seed)
     depth_index: dict[str, dict[str, str]] = {}
-    for index, name in enumerate(names):
-        spec = SceneSpec(index=index, name=name, samples=samples_per_scene,
-                         start_us=_SCENE_START_US + index * _SCENE_SPACING_US,
-                         log_name=f"n900-synthetic-seed{seed}-{index:03d}")
-        world = build_world(seed * 10_007 + index, scene_duration_s(samples_per_scene))
-        writer = SceneWriter(root, tables, world, spec, cameras)
-        writer.write()
-        depth_index.update(writer.depth_index)
+    for records, scene_depth_index in results:  # scene order: output independent of workers
+        tables.merge(records)
+        depth_index.update(scene_depth_index)
     tables.write(root / version)
     with open(root / "depth_gt" / "index.json", "w") as f:
         json.dump(depth_index, f, indent=1, sort_keys=True)
@@ -105,9 +120,11 @@ def generate(
     seed: int = 0,
     version: str = "v1.0-mini",
     overwrite: bool = False,
+    workers: int = 2,
 ) -> pathlib.Path:
-    """Writes the dataset to `out_dir` and returns it (the nuScenes dataroot)."""
-    _check_args(scenes, samples_per_scene, width, height, seed)
+    """Writes the dataset to `out_dir` and returns it (the nuScenes dataroot). Scenes are
+    rendered by up to `workers` processes; the output does not depend on it."""
+    _check_args(scenes, samples_per_scene, width, height, seed, workers)
     scene_names(version, scenes)  # fail on a bad version or count before touching the disk
     out = pathlib.Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
@@ -119,7 +136,7 @@ def generate(
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _write_dataset(partial, scenes, samples_per_scene, width, height, seed, version)
+        _write_dataset(partial, scenes, samples_per_scene, width, height, seed, version, workers)
         if out.exists():
             # Move the old tree aside first so `out` is never missing or half written.
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -143,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--version", default="v1.0-mini")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering scenes")
     args = parser.parse_args(argv)
     start = time.time()
     try:
         root = generate(args.out, args.scenes, args.samples_per_scene, args.width, args.height,
-                        args.seed, args.version, args.overwrite)
+                        args.seed, args.version, args.overwrite, args.workers)
     except (ValueError, FileExistsError) as e:
         parser.error(str(e))
     images = sum(1 for _ in root.glob("s*/CAM_*/*.jpg"))

@@ -68,10 +68,11 @@ def torch_shape(path: JaxPath, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def to_torch_layout(path: JaxPath, array: Any) -> np.ndarray:
-    """float32 numpy array in the PyTorch layout (contiguous, so torch.from_numpy shares it)."""
+    """A new, writable, C-contiguous float32 array in the PyTorch layout (torch.from_numpy
+    shares it without copying or warning; device arrays are read-only views)."""
     x = np.asarray(array, dtype=np.float32)
     perm = _perm(path, x.ndim)
-    return np.ascontiguousarray(x if perm is None else x.transpose(perm))
+    return np.array(x if perm is None else x.transpose(perm), order="C", copy=True)
 
 
 def from_torch_layout(path: JaxPath, tensor: np.ndarray) -> np.ndarray:

@@ -73,8 +73,8 @@ def load_into_model(
 
     model = build_model(config, nnx.Rngs(0))
     graphdef, p_state, b_state = nnx.split(model, nnx.Param, nnx.BatchStat)
-    p_state.replace_by_pure_dict(params)
-    b_state.replace_by_pure_dict(batch_stats)
+    nnx.replace_by_pure_dict(p_state, params)
+    nnx.replace_by_pure_dict(b_state, batch_stats)
     return nnx.merge(graphdef, p_state, b_state)
 
 
@@ -82,8 +82,7 @@ def golden_arrays(model: nnx.Module, images_nchw: np.ndarray) -> dict[str, np.nd
     """`images`, `backbone_0..3` (normed stage outputs) and `fpn_0..3` (before input_proj),
     NCHW float32, mask off. The model must compute in float32 (see float32_config)."""
     with jax.default_matmul_precision("highest"):
-        feats = model.img_backbone(jnp.asarray(images_nchw.transpose(0, 2, 3, 1)))
-        levels = model.img_neck(feats)
+        feats, levels = model.features(jnp.asarray(images_nchw.transpose(0, 2, 3, 1)))
     arrays = {"images": images_nchw.astype(np.float32)}
     for name, maps in (("backbone", feats), ("fpn", levels)):
         for i, x_nhwc in enumerate(maps):

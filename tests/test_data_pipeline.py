@@ -10,6 +10,7 @@ import pytest
 
 from configs import mim4d_tiny
 from mim4d_jax.data import pipeline as pipeline_lib
+from mim4d_jax.data.example import make_example
 from mim4d_jax.data.pipeline import EpochOrder, make_input_pipeline
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
 from mim4d_jax.data.tfrecord import CorruptRecordError
@@ -56,6 +57,11 @@ def test_batches_are_sharded_global_arrays_of_the_contract(dataset_root):
     mesh = _mesh(8)
     with make_input_pipeline(config, mesh) as pipe:
         batch = next(pipe)
+        clip, _ = pipe.reader.read_clip(pipe.order.clip_index(5))
+    # the device-side normalisation gives make_example's host-side arrays
+    host = make_example(clip, config, seed=config.seed, position=5)
+    for key, value in host.items():
+        np.testing.assert_allclose(np.asarray(batch[key][5]), value, atol=1e-5, err_msg=key)
     b, n, t, r = 8, 6, 3, config.data.num_rays
     expected = {
         "images": ((b, n, t, 96, 160, 3), np.float32),

@@ -6,6 +6,7 @@ import pickle
 import jax
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from configs import mim4d_vs01
 from data_prep.convert_nuscenes import convert
@@ -46,11 +47,15 @@ def test_real_rays_hit_lidar_points_at_plausible_depths(real_batch):
     assert valid.mean() > 0.5, valid.reshape(2, 6, -1).mean(-1)
     assert depth[valid].min() > 0.5 and depth[valid].max() < 75.0
     assert 5.0 < np.median(depth[valid]) < 40.0
-    # The clip repeats the key frame (no sweeps), so every frame's volume frame is the LiDAR
-    # frame itself (same poses): ray targets must sit on real LiDAR points.
+    # Frame-0 ray targets must sit on real LiDAR points moved into the frame-0 volume frame
+    # (the LiDAR calibration at CAM_FRONT's ego pose, ~0.3 m from the LiDAR-time pose).
     points = filter_lidar(clip["lidar_points"][:, :3].astype(np.float64), RayConfig.from_config(config))
-    targets = _ray_points(batch, 0)[valid[0]][::8]
-    nearest = np.min(np.linalg.norm(targets[:, None] - points[None], axis=2), axis=1)
+    key2vol = np.linalg.solve(
+        clip["ego2global"][0, 0] @ clip["lidar2ego"], clip["lidar_ego2global"] @ clip["lidar2ego"]
+    )
+    points = points @ key2vol[:3, :3].T + key2vol[:3, 3]
+    targets = _ray_points(batch, 0)[valid[0]]
+    nearest, _ = cKDTree(points).query(targets)
     # half-pixel snap at the widest camera (CAM_BACK f ~ 400 px at 800 px): <= 0.0018 m per m
     assert np.all(nearest < 0.0018 * np.linalg.norm(targets, axis=1) + 0.05)
 
@@ -78,8 +83,10 @@ def test_real_ray_depths_agree_with_annotated_boxes(real_batch):
             if inside.sum() < 5:
                 continue
             checked += 1
-            # the visible surface lies between the box front and its centre (depth = centre z)
-            error = np.median(cam_depth[inside]) - inst["depth"]
-            agreeing += -0.5 * max(size_l, size_w) - 1.0 < error < 1.0
+            # The visible surface lies between the box front and its centre (depth = centre z).
+            # Thin objects (pedestrians, poles) let background through the box, hence the
+            # 10th percentile as well as the median.
+            errors = np.percentile(cam_depth[inside], [10, 50]) - inst["depth"]
+            agreeing += np.any((-0.5 * max(size_l, size_w) - 1.0 < errors) & (errors < 1.0))
     assert checked >= 5
     assert agreeing >= 0.8 * checked, (agreeing, checked)

@@ -95,7 +95,10 @@ def _official_file(tmp_path: pathlib.Path, edit) -> pathlib.Path:
     ("edit", "message"),
     [
         (lambda t: t.pop("stages.2.1.pwconv2.weight"), "missing (1): stages.2.1.pwconv2.weight"),
-        (lambda t: t.update({"stages.0.5.gamma": torch.ones(16)}), "unexpected (1): stages.0.5.gamma"),
+        (
+            lambda t: t.update({"stages.0.5.gamma": torch.ones(16)}),
+            "unexpected (1): stages.0.5.gamma",
+        ),
         (
             lambda t: t.update({"downsample_layers.1.1.weight": torch.ones(32, 16, 3, 3)}),
             "shape mismatch: downsample_layers.1.1.weight expected (32, 16, 2, 2) got (32, 16, 3, 3)",

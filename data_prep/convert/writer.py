@@ -18,6 +18,7 @@ import PIL.Image
 import tensorflow as tf
 from etils import epath
 
+from data_prep.convert.example_codec import ExampleEncoder
 from data_prep.convert.items import ClipItem, ConversionError, ShardResult, ShardTask
 from mim4d_jax.data import schema
 
@@ -28,11 +29,39 @@ WORK_DIR = "conversion_work"  # manifests, inside the version directory until fi
 ProgressFn = Callable[[int, int], None]
 
 
-def read_jpeg(path: epath.Path, source_hw: tuple[int, int]) -> bytes:
-    """The file's bytes after cheap checks: JPEG markers at both ends and header size.
+# SOF markers (baseline, progressive, ...) carry the image size; C4/C8/CC are not frames.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
-    A full decode would triple the pass-through cost; truncation and non-JPEG data are caught
-    by the markers, a wrong size by the header. Damage inside the entropy-coded data is not.
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(H, W) from the first frame header, walking the marker segments; None if malformed."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF_MARKERS:
+            if length < 7 or pos + 9 > len(data):
+                return None
+            return int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(
+                data[pos + 7 : pos + 9], "big"
+            )
+        if marker == 0xDA or length < 2:  # start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def read_jpeg(path: epath.Path, source_hw: tuple[int, int]) -> bytes:
+    """The file's bytes after cheap checks: JPEG markers at both ends and the frame header.
+
+    A full decode would cost more than the rest of pass-through; truncation, non-JPEG data and
+    a wrong size are caught from the markers and headers. Damage inside the entropy-coded data
+    is not.
     """
     try:
         data = path.read_bytes()
@@ -40,14 +69,12 @@ def read_jpeg(path: epath.Path, source_hw: tuple[int, int]) -> bytes:
         raise ConversionError(f"missing image file {path}") from None
     if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
         raise ConversionError(f"corrupt JPEG {path}: missing start/end marker ({len(data)} bytes)")
-    try:
-        with PIL.Image.open(io.BytesIO(data)) as img:
-            fmt, width, height = img.format, img.width, img.height
-    except (OSError, SyntaxError) as err:
-        raise ConversionError(f"corrupt JPEG {path}: {err}") from None
-    if fmt != "JPEG" or (height, width) != tuple(source_hw):
+    size_hw = jpeg_size(data)
+    if size_hw is None:
+        raise ConversionError(f"corrupt JPEG {path}: no valid frame header")
+    if size_hw != tuple(source_hw):
         raise ConversionError(
-            f"image {path}: {fmt} {width}x{height}, expected JPEG {source_hw[1]}x{source_hw[0]}"
+            f"image {path}: {size_hw[1]}x{size_hw[0]}, expected {source_hw[1]}x{source_hw[0]}"
         )
     return data
 
@@ -129,14 +156,14 @@ def manifest_path(task: ShardTask) -> epath.Path:
 
 def write_shard(task: ShardTask, progress: ProgressFn | None = None) -> ShardResult:
     """Writes the shard (temporary name, then rename) and its manifest; returns its result."""
-    features = schema.clip_features(task.options.frames, task.options.image_hw)
+    encoder = ExampleEncoder(schema.clip_features(task.options.frames, task.options.image_hw))
     final = epath.Path(task.version_dir) / task.filename
     tmp = final.parent / f"{task.filename}.tmp-{os.getpid()}"
     skipped, count, written = [], 0, 0
     with tf.io.TFRecordWriter(os.fspath(tmp)) as writer:
         for item in task.items:
             try:
-                record = features.serialize_example(clip_example(item, task))
+                record = encoder.encode(clip_example(item, task))
             except ConversionError as err:
                 if task.options.on_error == "fail":
                     writer.close()

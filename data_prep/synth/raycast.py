@@ -161,33 +161,34 @@ def camera_blocks(
 def lidar_blocks(
     prims: Primitives, world2lidar_44: np.ndarray, elevations_e: np.ndarray, azimuth_steps: int
 ) -> Iterator[Block]:
-    """Beam rows and azimuth columns covering each primitive's bounding sphere."""
+    """Beam rows and azimuth columns covering each primitive's bounding sphere (elevations in
+    radians, descending; column c looks at azimuth (c + 0.5) * 2 pi / azimuth_steps)."""
     centre_p3 = prims.center_p3 @ world2lidar_44[:3, :3].T + world2lidar_44[:3, 3]
     radius_p = np.linalg.norm(prims.half_p3, axis=1)
     dist_xy_p = np.hypot(centre_p3[:, 0], centre_p3[:, 1])
     dist_p = np.linalg.norm(centre_p3, axis=1)
+    inside_p = dist_p <= radius_p
+    elevation_p = np.arctan2(centre_p3[:, 2], dist_xy_p)
+    spread_p = np.arcsin(np.minimum(radius_p / np.maximum(dist_p, 1e-9), 1.0))
+    covers_pe = np.abs(elevations_e[None, :] - elevation_p[:, None]) <= spread_p[:, None]
+    covers_pe |= inside_p[:, None]
+    row0_p = np.argmax(covers_pe, axis=1)
+    row1_p = len(elevations_e) - np.argmax(covers_pe[:, ::-1], axis=1)
     step = 2 * np.pi / azimuth_steps
-    all_rows, all_cols = slice(None), slice(None)
-    for p in range(len(prims)):
-        if dist_p[p] <= radius_p[p]:
-            yield p, all_rows, all_cols
+    azimuth_p = np.arctan2(centre_p3[:, 1], centre_p3[:, 0])
+    half_span_p = np.arcsin(np.minimum(radius_p / np.maximum(dist_xy_p, 1e-9), 1.0))
+    c0_p = np.floor((azimuth_p - half_span_p) / step - 0.5).astype(int)
+    c1_p = np.ceil((azimuth_p + half_span_p) / step - 0.5).astype(int) + 1
+    all_cols_p = dist_xy_p <= radius_p  # the sensor is above or below the primitive
+    for p in np.nonzero(covers_pe.any(axis=1))[0]:
+        rows = slice(row0_p[p], row1_p[p])
+        if all_cols_p[p]:
+            yield p, rows, slice(None)
             continue
-        elevation = np.arctan2(centre_p3[p, 2], dist_xy_p[p])
-        spread = np.arcsin(radius_p[p] / dist_p[p])
-        in_rows = np.nonzero(np.abs(elevations_e - elevation) <= spread)[0]
-        if len(in_rows) == 0:
-            continue
-        rows = slice(in_rows[0], in_rows[-1] + 1)
-        if dist_xy_p[p] <= radius_p[p]:
-            yield p, rows, all_cols
-            continue
-        azimuth = np.arctan2(centre_p3[p, 1], centre_p3[p, 0])
-        half_span = np.arcsin(radius_p[p] / dist_xy_p[p])
-        c0 = int(np.floor((azimuth - half_span) / step - 0.5))
-        c1 = int(np.ceil((azimuth + half_span) / step - 0.5))
         # A span across azimuth 0 is split into two contiguous column blocks.
+        c0, c1 = c0_p[p], c1_p[p]
         if c0 < 0:
             yield p, rows, slice(c0 % azimuth_steps, azimuth_steps)
-        elif c1 >= azimuth_steps:
-            yield p, rows, slice(0, c1 + 1 - azimuth_steps)
-        yield p, rows, slice(max(c0, 0), min(c1 + 1, azimuth_steps))
+        elif c1 > azimuth_steps:
+            yield p, rows, slice(0, c1 - azimuth_steps)
+        yield p, rows, slice(max(c0, 0), min(c1, azimuth_steps))

@@ -45,10 +45,12 @@ def map_mask(world: World) -> np.ndarray:
     """Semantic prior raster (roads and sidewalks = 255), row 0 at the largest global y."""
     width_px = int(np.ceil(world.extent_xy[0] / MAP_RESOLUTION))
     height_px = int(np.ceil(world.extent_xy[1] / MAP_RESOLUTION))
-    to_line = lambda v: np.abs((v + BLOCK / 2) % BLOCK - BLOCK / 2) < ROAD_HALF + SIDEWALK
+    to_line = lambda v: np.where(
+        np.abs((v + BLOCK / 2) % BLOCK - BLOCK / 2) < ROAD_HALF + SIDEWALK, 255, 0
+    ).astype(np.uint8)
     x_w = (np.arange(width_px) + 0.5) * MAP_RESOLUTION
     y_h = (height_px - np.arange(height_px) - 0.5) * MAP_RESOLUTION
-    return ((to_line(y_h)[:, None] | to_line(x_w)[None, :]) * 255).astype(np.uint8)
+    return np.maximum(to_line(y_h)[:, None], to_line(x_w)[None, :])
 
 
 def _frame_times(samples: int, per_key: int, hz: int, offset_us: int) -> list[tuple[int, int]]:
@@ -90,7 +92,7 @@ class SceneWriter:
     def _calibrated(self, channel: str, modality: str, sensor2ego_44: np.ndarray,
                     intrinsic: list) -> str:
         sensor = self.tables.token(("sensor", channel))
-        if sensor not in {r["token"] for r in self.tables.records["sensor"]}:
+        if not self.tables.has("sensor", sensor):
             self.tables.add("sensor", (channel,), channel=channel, modality=modality)
         return self.tables.add(
             "calibrated_sensor", (self.spec.index, channel), sensor_token=sensor,

@@ -61,6 +61,18 @@ class Tables:
         self.records[table].append(self._by_token[table, token])
         return token
 
+    def has(self, table: str, token: str) -> bool:
+        return (table, token) in self._by_token
+
+    def merge(self, records: dict[str, list[dict]]) -> None:
+        """Adds the records of another Tables with the same seed (a scene rendered in a worker
+        process); records already here (fixed tables, sensors shared by scenes) are skipped."""
+        for table in TABLE_NAMES:
+            for record in records[table]:
+                if not self.has(table, record["token"]):
+                    fields = {k: v for k, v in record.items() if k != "token"}
+                    self.add_record(table, record["token"], **fields)
+
     def link(self, table: str, tokens: list[str]) -> None:
         """Chain records in the given order via prev/next ("" at the ends, as nuScenes)."""
         for k, token in enumerate(tokens):

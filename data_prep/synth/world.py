@@ -195,6 +195,7 @@ def _street_furniture(rng, lo_2, hi_2) -> tuple[list, list, list, list]:
             for side in (-1.0, 1.0):
                 # Right-hand traffic: the lane on this side drives this way (parked cars too).
                 yaw = side * np.pi / 2 if axis == 0 else (0.0 if side < 0 else np.pi)
+                last_parked = -np.inf
                 for along in np.arange(lo_2[1 - axis], hi_2[1 - axis], 3.5):
                     if _near_intersection(along, ROAD_HALF + SIDEWALK + 1.0):
                         continue
@@ -212,7 +213,9 @@ def _street_furniture(rng, lo_2, hi_2) -> tuple[list, list, list, list]:
                         h = rng.uniform(5.0, 8.0)
                         poles.append([*_place(axis, line, side * (ROAD_HALF + 0.5), along, h / 2),
                                       0.12, 0.12, h / 2, 0.0, 0.5, 0.5, 0.52])
-                    if rng.uniform() < 0.18 and not _near_intersection(along, ROAD_HALF + 6.0):
+                    if (rng.uniform() < 0.25 and along - last_parked > 9.0  # trucks are 8 m
+                            and not _near_intersection(along, ROAD_HALF + 6.0)):
+                        last_parked = along
                         curb = side * (ROAD_HALF - 1.3)
                         parked.append((_place(axis, line, curb, along, 0.0), yaw))
     return trunks, crowns, poles, parked
@@ -311,5 +314,5 @@ def build_world(seed: int, duration: float, moving_vehicles: int = 8) -> World:
         ident += len(rows)
     # Vehicle ids come first (0..V-1) so a hit's ident tells the annotation it belongs to.
     vehicles = dataclasses.replace(vehicles, ident_v=np.arange(len(vehicles.yaw_v)))
-    extent = (float(hi_2[0] + margin), float(hi_2[1] + margin))
+    extent = (float(hi_2[0]), float(hi_2[1]))  # lo_2 >= 0: the map starts at global (0, 0)
     return World(s_n, xy_n2, yaw_n, Primitives.concat(parts), vehicles, extent)

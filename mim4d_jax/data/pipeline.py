@@ -28,10 +28,11 @@ import threading
 from concurrent import futures
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mim4d_jax.data.example import check_config, make_example
+from mim4d_jax.data.example import check_config, make_example_u8, normalise_padded
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
 
 STATE_FORMAT = "mim4d_jax.input_pipeline/1"
@@ -111,31 +112,40 @@ class InputPipeline:
         self._prefetch = max(1, int(config.data.prefetch))
         self._next_batch = 0
         self._producer: _Producer | None = None
+        image_size = tuple(int(v) for v in config.data.image_size)
+        self._normalise = jax.jit(
+            lambda u8: normalise_padded(u8, image_size, jnp), out_shardings=self.sharding
+        )
 
     # --- host side ----------------------------------------------------------------------
     def example(self, position: int) -> dict[str, np.ndarray]:
-        """The example at global stream `position` (pure function of seed and position)."""
+        """The example at global stream `position` (pure function of seed and position), with
+        `images` as padded uint8 (see `to_global`)."""
         clip, where = self.reader.read_clip(self.order.clip_index(position))
-        return make_example(clip, self.config, seed=self.seed, position=position,
-                            train=self.train, where=where)
+        return make_example_u8(clip, self.config, seed=self.seed, position=position,
+                               train=self.train, where=where)
 
     def _submit(self, batch: int) -> list[futures.Future]:
         base = batch * self.global_batch
         return [self._pool.submit(self.example, base + row) for row in self.rows]
 
     def host_batch(self, batch: int) -> dict[str, np.ndarray]:
-        """This process's rows of global batch `batch` as NumPy (no devices involved)."""
+        """This process's rows of global batch `batch` as NumPy (no devices involved); `images`
+        are padded uint8 here."""
         return _stack([f.result() for f in self._submit(batch)])
 
     def to_global(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Global sharded arrays from this process's rows; images normalised on the devices."""
         if self._host_only:
             raise RuntimeError("pipeline built for a simulated process split: use host_batch()")
-        return {
+        batch = {
             key: jax.make_array_from_process_local_data(
                 self.sharding, value, (self.global_batch, *value.shape[1:])
             )
             for key, value in local.items()
         }
+        batch["images"] = self._normalise(batch["images"])
+        return batch
 
     # --- iteration and state --------------------------------------------------------------
     def __iter__(self) -> InputPipeline:

@@ -102,9 +102,7 @@ def offset_bias_init(num_heads: int, num_bev_queue: int, num_points: int) -> nnx
             dir_h2[:, None, None, :] * scale_p[None, None, :, None],
             (num_heads, num_bev_queue, num_points, 2),
         )
-        bias = jnp.asarray(grid_hfp2.reshape(-1), dtype=dtype)
-        assert bias.shape == tuple(shape), (bias.shape, shape)
-        return bias
+        return jnp.asarray(grid_hfp2.reshape(shape), dtype=dtype)
 
     return init
 
@@ -127,7 +125,6 @@ class TemporalCrossAttention(nnx.Module):
     ) -> None:
         if embed_dims % num_heads:
             raise ValueError(f"embed_dims {embed_dims} is not divisible by num_heads {num_heads}")
-        self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.num_points = num_points
         self.num_bev_queue = num_bev_queue

@@ -30,7 +30,9 @@ def _linear(in_dim: int, out_dim: int, rngs: nnx.Rngs) -> nnx.Linear:
         kernel_init=dense_kernel_init(None, None, init=_TORCH_LINEAR_KERNEL),
         bias_init=bias_init(),
         param_dtype=jnp.float32,
-        dtype=jnp.float32,
+        # Compute in the promoted dtype of inputs and params: fp32 in training (the renderer
+        # feeds fp32), float64 when a test casts the params for finite differences.
+        dtype=None,
         rngs=rngs,
     )
 

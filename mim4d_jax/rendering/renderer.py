@@ -25,6 +25,12 @@ from mim4d_jax.rendering.sampling import neus_samples, ray_box_near_far, weights
 from mim4d_jax.rendering.trilinear import trilinear_lookup
 
 
+def _at_least_f32(x: jnp.ndarray) -> jnp.ndarray:
+    """The renderer runs in fp32 (a bf16 volume is upcast); float64 passes through for
+    finite-difference tests."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def neus_alpha(
     sdf_rs: jnp.ndarray, cos_rs: jnp.ndarray, deltas_rs: jnp.ndarray, inv_s: jnp.ndarray
 ) -> jnp.ndarray:
@@ -128,14 +134,11 @@ def render_rays(
     pad = num_chunks * chunk - num_rays
     # Padding rays start at the box centre and look along +x: always a valid box interval.
     centre_3 = 0.5 * (jnp.asarray(grid.pc_range[:3]) + jnp.asarray(grid.pc_range[3:]))
-    pad_origins_r3 = jnp.broadcast_to(centre_3, (pad, 3)).astype(jnp.float32)
-    pad_dirs_r3 = jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]), (pad, 3)).astype(jnp.float32)
-    origins_kc3 = jnp.concatenate([origins_r3.astype(jnp.float32), pad_origins_r3]).reshape(
-        num_chunks, chunk, 3
-    )
-    dirs_kc3 = jnp.concatenate([dirs_r3.astype(jnp.float32), pad_dirs_r3]).reshape(
-        num_chunks, chunk, 3
-    )
+    origins_r3, dirs_r3, vol_zyxc = (_at_least_f32(x) for x in (origins_r3, dirs_r3, vol_zyxc))
+    pad_origins_r3 = jnp.broadcast_to(centre_3, (pad, 3)).astype(origins_r3.dtype)
+    pad_dirs_r3 = jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]), (pad, 3)).astype(dirs_r3.dtype)
+    origins_kc3 = jnp.concatenate([origins_r3, pad_origins_r3]).reshape(num_chunks, chunk, 3)
+    dirs_kc3 = jnp.concatenate([dirs_r3, pad_dirs_r3]).reshape(num_chunks, chunk, 3)
     jitter_kc2 = None
     if rng is not None:
         jitter_r2 = jnp.pad(jax.random.uniform(rng, (num_rays, 2)), ((0, pad), (0, 0)))
@@ -155,7 +158,6 @@ def render_rays(
         # lax.map is a scan, which already keeps the recomputation from being CSE'd away.
         prevent_cse=False,
     )
-    vol_zyxc = vol_zyxc.astype(jnp.float32)
     out_kc = jax.lax.map(
         lambda xs: chunk_fn(state, vol_zyxc, *xs), (origins_kc3, dirs_kc3, jitter_kc2)
     )

@@ -100,13 +100,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
-    """Drops the mesh axes of any dim they do not divide (e.g. the 3 RGB input channels of
-    the stem over fsdp=2): that dim stays replicated instead of failing to shard."""
-    entries = []
+    """Makes a logical spec valid for `shape`: a dim stays replicated when its mesh axes do
+    not divide it (e.g. the 3 RGB input channels of the stem over fsdp=2) or were already
+    used by an earlier dim (a square (embed, embed) kernel maps fsdp twice)."""
+    entries, used = [], set()
     for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
         axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
         ways = math.prod(mesh.shape[a] for a in axes)
-        entries.append(entry if axes and dim % ways == 0 else None)
+        ok = bool(axes) and dim % ways == 0 and not used.intersection(axes)
+        entries.append(entry if ok else None)
+        used.update(axes if ok else ())
     return PartitionSpec(*entries)
 
 

@@ -123,7 +123,9 @@ def make_train_fns(
             return model_factory(nnx.Rngs(config.seed))
 
     # ---- Abstract model: structure, shapes and logical shardings without allocating. ----
-    with nnx.logical_axis_rules(rules):
+    # No mesh in scope: nnx.eval_shape would otherwise attach NamedShardings straight from
+    # the logical specs, some of which only become valid after mesh_lib.state_shardings.
+    with jax.set_mesh(None):
         abs_model = nnx.eval_shape(build)
     graphdef, abs_params, abs_bstats = nnx.split(abs_model, nnx.Param, nnx.BatchStat)
     param_sh = nnx.to_pure_dict(mesh_lib.state_shardings(abs_params, mesh, rules))

@@ -1,0 +1,200 @@
+"""Converter on a small synthetic nuScenes dataset: sweeps, splits, shards, workers, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from nuscenes.nuscenes import NuScenes
+from pyquaternion import Quaternion
+
+from data_prep import convert_nuscenes
+from data_prep.convert import planner, writer
+from data_prep.convert.items import ConversionError
+from data_prep.synthetic_nuscenes import generate
+from mim4d_jax.data import schema
+from tests.convert_helpers import assert_records_equal, read_records
+
+FRAMES = 3
+SHARD = "nuscenes_clips-{}.tfrecord-{:05d}-of-{:05d}"
+
+
+def _matrix(record: dict) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = Quaternion(record["rotation"]).rotation_matrix
+    out[:3, 3] = record["translation"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> pathlib.Path:
+    # 3 scenes: two in mini_train, one in mini_val.
+    out = tmp_path_factory.mktemp("synth") / "nusc"
+    return generate(out, scenes=3, samples_per_scene=3, width=64, height=36, seed=0)
+
+
+@pytest.fixture(scope="module")
+def synth_out(synth_root, tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("synth_out")
+    convert_nuscenes.convert(synth_root, "v1.0-mini", out, frames=FRAMES, num_shards=2)
+    return out
+
+
+def test_records_match_devkit_with_sweeps(synth_root, synth_out):
+    nusc = NuScenes("v1.0-mini", str(synth_root), verbose=False)
+    version_dir = convert_nuscenes.dataset_dir(synth_out)
+    info = tfds.builder_from_directory(str(version_dir)).info
+    assert {s: info.splits[s].num_shards for s in ("train", "val")} == {"train": 2, "val": 1}
+    seen_history = False
+    for split in ("train", "val"):
+        for rec in read_records(version_dir, split):
+            sample = nusc.get("sample", rec["sample_token"].decode())
+            scene = nusc.get("scene", sample["scene_token"])
+            assert rec["scene_name"].decode() == scene["name"]
+            for c, cam in enumerate(schema.CAMERAS):
+                sd = nusc.get("sample_data", sample["data"][cam])
+                for t in range(FRAMES):
+                    assert rec["frame_valid"][c, t] == (t == 0 or bool(prev_sd := sd["prev"]))
+                    if t > 0 and sd["prev"]:
+                        sd, seen_history = nusc.get("sample_data", prev_sd), True
+                    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+                    pose = nusc.get("ego_pose", sd["ego_pose_token"])
+                    assert rec["images"][cam][t] == (synth_root / sd["filename"]).read_bytes()
+                    assert rec["cam_timestamps"][c, t] == sd["timestamp"]
+                    np.testing.assert_allclose(
+                        rec["intrinsics"][c, t], cs["camera_intrinsic"], rtol=1e-7
+                    )
+                    np.testing.assert_allclose(
+                        rec["cam2ego"][c, t], _matrix(cs), rtol=1e-7, atol=1e-12
+                    )
+                    np.testing.assert_allclose(
+                        rec["ego2global"][c, t], _matrix(pose), rtol=1e-7, atol=1e-12
+                    )
+            lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+            points_p5 = np.fromfile(synth_root / lidar["filename"], np.float32).reshape(-1, 5)
+            np.testing.assert_array_equal(rec["lidar_points"].reshape(-1, 4), points_p5[:, :4])
+            assert rec["lidar_timestamp"] == lidar["timestamp"]
+    assert seen_history  # the synthetic cameras have 12 Hz sweeps before most key frames
+
+
+@pytest.mark.slow  # two spawned workers each import TensorFlow
+def test_workers_give_same_records(synth_root, synth_out, tmp_path):
+    convert_nuscenes.convert(
+        synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2, workers=2
+    )
+    for split in ("train", "val"):
+        assert_records_equal(
+            read_records(convert_nuscenes.dataset_dir(synth_out), split),
+            read_records(convert_nuscenes.dataset_dir(tmp_path), split),
+        )
+
+
+def test_killed_run_resumes_to_same_records(synth_root, synth_out, tmp_path, monkeypatch):
+    real_write, calls = writer.write_shard, []
+
+    def dies_on_second_shard(task, progress=None):
+        calls.append(task.filename)
+        if len(calls) == 2:
+            # As if killed mid-write: a torn temporary file, no rename, no manifest.
+            (pathlib.Path(task.version_dir) / f"{task.filename}.tmp-999").write_bytes(b"\0" * 100)
+            raise KeyboardInterrupt
+        return real_write(task, progress)
+
+    monkeypatch.setattr(writer, "write_shard", dies_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        convert_nuscenes.convert(synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2)
+    version_dir = pathlib.Path(convert_nuscenes.dataset_dir(tmp_path))
+    assert not (version_dir / "dataset_info.json").exists()
+    with pytest.raises(OSError):  # DatasetInfoFileError: an unfinished run is not a dataset
+        tfds.builder_from_directory(str(version_dir))
+    first = version_dir / calls[0]
+    first_mtime = os.stat(first).st_mtime_ns
+    monkeypatch.setattr(writer, "write_shard", real_write)
+    stats = convert_nuscenes.convert(
+        synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2, resume=True
+    )
+    assert stats["resumed_shards"] == 1 and os.stat(first).st_mtime_ns == first_mtime
+    assert not list(version_dir.glob("*.tmp-*"))
+    for split in ("train", "val"):
+        assert_records_equal(
+            read_records(convert_nuscenes.dataset_dir(synth_out), split),
+            read_records(version_dir, split),
+        )
+
+
+def test_resume_redoes_a_damaged_shard(synth_root, synth_out, tmp_path):
+    version_dir = pathlib.Path(convert_nuscenes.dataset_dir(tmp_path))
+    plan = convert_nuscenes.prepare(synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2)
+    version_dir.mkdir(parents=True)
+    results = [writer.write_shard(task) for task in plan.tasks]  # complete shards, no metadata
+    damaged = version_dir / results[0].filename
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    stats = convert_nuscenes.convert(
+        synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2, resume=True
+    )
+    assert stats["resumed_shards"] == len(results) - 1
+    assert_records_equal(
+        read_records(convert_nuscenes.dataset_dir(synth_out), "train"),
+        read_records(version_dir, "train"),
+    )
+
+
+def test_skip_drops_only_the_bad_clip(synth_root, tmp_path):
+    root = pathlib.Path(shutil.copytree(synth_root, tmp_path / "nusc"))
+    nusc = NuScenes("v1.0-mini", str(root), verbose=False)
+    scene = nusc.scene[0]
+    bad = nusc.get("sample", scene["first_sample_token"])["next"]  # a mid-scene clip
+    sweep = nusc.get("sample_data", nusc.get("sample", bad)["data"]["CAM_BACK"])["prev"]
+    (root / nusc.get("sample_data", sweep)["filename"]).unlink()  # a history frame
+    with pytest.raises(ConversionError, match=nusc.get("sample_data", sweep)["filename"]):
+        convert_nuscenes.convert(root, "v1.0-mini", tmp_path / "fail", frames=FRAMES)
+    stats = convert_nuscenes.convert(
+        root, "v1.0-mini", tmp_path / "out", frames=FRAMES, on_error="skip"
+    )
+    assert [s["sample_token"] for s in stats["skipped"]] == [bad]
+    assert stats["clips"] == {"train": 5, "val": 3}
+    tokens = {
+        r["sample_token"].decode()
+        for r in read_records(convert_nuscenes.dataset_dir(tmp_path / "out"), "train")
+    }
+    assert len(tokens) == 5 and bad not in tokens
+    saved = json.loads(
+        (convert_nuscenes.dataset_dir(tmp_path / "out") / "conversion_stats.json").read_text()
+    )
+    assert saved["skipped"] == stats["skipped"]
+
+
+def test_scene_lists(synth_root, tmp_path):
+    root = pathlib.Path(shutil.copytree(synth_root, tmp_path / "nusc"))
+    table = root / "v1.0-mini" / "scene.json"
+    scenes = json.loads(table.read_text())
+    scenes[0]["name"] = "scene-9999"
+    table.write_text(json.dumps(scenes))
+    with pytest.raises(ConversionError, match="scene-9999"):
+        convert_nuscenes.convert(root, "v1.0-mini", tmp_path / "a", frames=1)
+    names = sorted(s["name"] for s in scenes)
+    scene_list = tmp_path / "lists.json"
+    scene_list.write_text(json.dumps({"train": names[:1], "val": names[1:]}))
+    stats = convert_nuscenes.convert(
+        root, "v1.0-mini", tmp_path / "b", frames=1, scene_list=scene_list
+    )
+    assert stats["clips"] == {"train": 3, "val": 6}
+
+
+def test_shard_counts():
+    mb = 2**20
+    assert planner.default_num_shards(3 * mb, 28130, 700) == 336  # trainval train: ~82 GB
+    assert planner.default_num_shards(3 * mb, 6019, 150) == 72
+    assert planner.default_num_shards(3 * mb, 30000, 20) == 16  # capped by scenes, x8
+    assert planner.default_num_shards(3 * mb, 300, 2) == 2  # mini_val
+    sizes = [[object()] * n for n in (5, 1, 1, 9, 2)]
+    shards = planner.assign_shards(sizes, 3)
+    assert [len(s) for s in shards] == [6, 10, 2] and sum(
+        map(len, planner.assign_shards(sizes, 9))
+    ) == 18
+    assert all(planner.assign_shards(sizes, 5))
