@@ -43,7 +43,7 @@ from data_prep.synth.scene_writer import SceneSpec, SceneWriter, scene_duration_
 from data_prep.synth.tables import Tables
 from data_prep.synth.world import build_world
 
-DEFAULTS = {"scenes": 4, "samples_per_scene": 8, "width": 240, "height": 135}
+DEFAULTS = {"scenes": 4, "samples_per_scene": 8, "width": 320, "height": 180}
 _SCENE_START_US = 1_532_402_900_000_000  # July 2018, like the nuScenes Singapore logs
 _SCENE_SPACING_US = 60_000_000
 

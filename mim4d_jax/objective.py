@@ -61,9 +61,13 @@ def loss_fn(
         }
         for j, (suffix, vol_bzyxc) in enumerate(volumes.items()):
             key = None if render_rng is None else jax.random.fold_in(render_rng, 2 * i + j)
-            pred = render_batch(model, vol_bzyxc, batch["ray_origin"][:, i], batch["ray_dir"][:, i], key)
+            pred = render_batch(
+                model, vol_bzyxc, batch["ray_origin"][:, i], batch["ray_dir"][:, i], key
+            )
             losses = jax.vmap(
-                lambda p, rgb, depth: render_losses(p, rgb, depth, model.render_cfg, model.model_cfg)
+                lambda p, rgb, depth: render_losses(
+                    p, rgb, depth, model.render_cfg, model.model_cfg
+                )
             )(pred, batch["ray_rgb"][:, i], batch["ray_depth"][:, i])
             for name, value_b in losses.items():
                 sums[name + suffix] = sums[name + suffix] + jnp.mean(value_b) / NUM_TARGETS

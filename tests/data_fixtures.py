@@ -19,8 +19,12 @@ from mim4d_jax.data import schema
 
 VERSION = "v1.0-synthetic-test"
 _CAM_YAW_DEG = {
-    "CAM_FRONT": 0.0, "CAM_FRONT_RIGHT": -55.0, "CAM_FRONT_LEFT": 55.0,
-    "CAM_BACK": 180.0, "CAM_BACK_LEFT": 110.0, "CAM_BACK_RIGHT": -110.0,
+    "CAM_FRONT": 0.0,
+    "CAM_FRONT_RIGHT": -55.0,
+    "CAM_FRONT_LEFT": 55.0,
+    "CAM_BACK": 180.0,
+    "CAM_BACK_LEFT": 110.0,
+    "CAM_BACK_RIGHT": -110.0,
 }
 # camera axes (x right, y down, z forward) expressed in ego axes (x forward, y left, z up)
 _CAM_AXES_IN_EGO = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
@@ -149,15 +153,23 @@ def write_dataset(
         frames=frames, image_size=list(stored_wh), cameras=list(cameras), nuscenes_version=version
     )
     tfds.folder_dataset.write_metadata(
-        data_dir=data_dir, features=features, split_infos=None,
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", metadata=metadata,
+        data_dir=data_dir,
+        features=features,
+        split_infos=None,
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        metadata=metadata,
         check_data=False,
     )
     return data_dir
 
 
 def synthetic_dataset(
-    root: pathlib.Path, *, num_clips: int = 10, frames: int = 3, stored_wh=(320, 180), seed=0,
+    root: pathlib.Path,
+    *,
+    num_clips: int = 10,
+    frames: int = 3,
+    stored_wh=(320, 180),
+    seed=0,
     **kwargs,
 ) -> pathlib.Path:
     clips = [make_clip(i, frames, stored_wh, seed) for i in range(num_clips)]

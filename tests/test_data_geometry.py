@@ -7,10 +7,9 @@ import pytest
 from PIL import Image
 
 from configs import mim4d_tiny
-from mim4d_jax.data import geometry, masks, rays
+from mim4d_jax.data import geometry, masks, rays, schema
 from mim4d_jax.data.clip import decode_resize, parse_clip
 from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD, check_config, make_example
-from mim4d_jax.data import schema
 from tests import data_fixtures
 
 STORED_WH = (320, 180)
@@ -26,7 +25,9 @@ def _config(frames=3, num_rays=64):
 def _clip(frames=3, index=1, stored_frames=3):
     raw = data_fixtures.make_clip(index, stored_frames, STORED_WH, seed=0)
     features = schema.clip_features(stored_frames, STORED_WH[::-1])
-    return parse_clip(features.serialize_example(raw), stored_frames, schema.CAMERAS, frames, "t"), raw
+    return parse_clip(
+        features.serialize_example(raw), stored_frames, schema.CAMERAS, frames, "t"
+    ), raw
 
 
 def test_resize_intrinsics_follow_the_resized_pixels():
@@ -91,14 +92,16 @@ def test_patch_mask_keeps_exactly_round_n_patches_per_image():
 
 def test_lidar_filters_follow_the_reference():
     cfg = rays.RayConfig.from_config(mim4d_tiny.get_config("test"))  # pc_range +-25.6, -2..4.4
-    points = np.array([
-        [0.0, 10.0, 0.0],   # kept
-        [1.0, 1.0, 0.5],    # 3-D norm < 2.5
-        [2.0, 1.5, 2.0],    # 3-D norm > 2.5 but ground-plane norm < 3
-        [0.0, 24.0, 0.0],   # kept
-        [0.0, 30.0, 0.0],   # outside pc_range
-        [0.0, 10.0, -3.0],  # below pc_range
-    ])
+    points = np.array(
+        [
+            [0.0, 10.0, 0.0],  # kept
+            [1.0, 1.0, 0.5],  # 3-D norm < 2.5
+            [2.0, 1.5, 2.0],  # 3-D norm > 2.5 but ground-plane norm < 3
+            [0.0, 24.0, 0.0],  # kept
+            [0.0, 30.0, 0.0],  # outside pc_range
+            [0.0, 10.0, -3.0],  # below pc_range
+        ]
+    )
     np.testing.assert_array_equal(rays.filter_lidar(points, cfg), points[[0, 3]])
     cfg_far = rays.RayConfig(**{**cfg.__dict__, "lidar_max_xy": 20.0})
     np.testing.assert_array_equal(rays.filter_lidar(points, cfg_far), points[[0]])
@@ -116,17 +119,25 @@ def test_lidar_rays_reproject_to_their_pixel_and_carry_its_colour():
     for i, t in enumerate(ex["target_frames"]):
         for n in range(num_cams):
             sl = slice(n * num_rays, (n + 1) * num_rays)
-            origin, direction, depth = ex["ray_origin"][i, sl], ex["ray_dir"][i, sl], ex["ray_depth"][i, sl]
+            origin, direction, depth = (
+                ex["ray_origin"][i, sl],
+                ex["ray_dir"][i, sl],
+                ex["ray_depth"][i, sl],
+            )
             np.testing.assert_allclose(np.linalg.norm(direction, axis=1), 1.0, atol=1e-5)
             valid = depth > 0
             length = np.where(valid, depth, 10.0)
-            target = np.concatenate([origin + direction * length[:, None], np.ones((num_rays, 1))], 1)
+            target = np.concatenate(
+                [origin + direction * length[:, None], np.ones((num_rays, 1))], 1
+            )
             proj = target @ ex["lidar2img"][n, t].T.astype(np.float64)
             uv = proj[:, :2] / proj[:, 2:3]
             pix = np.rint(uv).astype(int)
             np.testing.assert_allclose(uv, pix, atol=2e-3)  # rays go through pixel centres
             assert np.all((pix >= 0) & (pix < [w, h]))
-            np.testing.assert_allclose(ex["ray_rgb"][i, sl] * 255, rgb[n, t, pix[:, 1], pix[:, 0]], atol=0.02)
+            np.testing.assert_allclose(
+                ex["ray_rgb"][i, sl] * 255, rgb[n, t, pix[:, 1], pix[:, 0]], atol=0.02
+            )
             top_up = ~valid
             np.testing.assert_array_equal(depth[top_up], -1.0)
             assert np.all(pix[top_up, 1] >= np.ceil(config.data.sky_fraction * h))
@@ -141,14 +152,18 @@ def test_lidar_ray_targets_are_the_lidar_points_seen_from_each_frame():
     config = _config(num_rays=32)
     clip, raw = _clip()
     ex = make_example(clip, config, seed=1, position=0)
-    pts = rays.filter_lidar(clip["lidar_points"][:, :3].astype(np.float64), rays.RayConfig.from_config(config))
+    pts = rays.filter_lidar(
+        clip["lidar_points"][:, :3].astype(np.float64), rays.RayConfig.from_config(config)
+    )
     lidar2global = raw["lidar_ego2global"] @ data_fixtures.LIDAR2EGO
     for i, t in enumerate(ex["target_frames"]):
         vol2global = data_fixtures.ego_pose(_front_time(raw, t), 1) @ data_fixtures.LIDAR2EGO
         key2vol = np.linalg.solve(vol2global, lidar2global)
         pts_vol = pts @ key2vol[:3, :3].T + key2vol[:3, 3]
         valid = ex["ray_depth"][i] > 0
-        targets = ex["ray_origin"][i, valid] + ex["ray_dir"][i, valid] * ex["ray_depth"][i, valid, None]
+        targets = (
+            ex["ray_origin"][i, valid] + ex["ray_dir"][i, valid] * ex["ray_depth"][i, valid, None]
+        )
         nearest = np.min(np.linalg.norm(targets[:, None] - pts_vol[None], axis=2), axis=1)
         # snap <= half a pixel diagonal (0.71 px) at the smallest resized focal (CAM_BACK,
         # 0.5 * 160 = 80 px): 0.0089 m per metre of depth; + 1 cm for float32-stored poses.

@@ -37,7 +37,9 @@ def _config(data_dir, **data):
 
 def _mesh(num_devices: int):
     return jax.make_mesh(
-        (num_devices, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:num_devices],
+        (num_devices, 1, 1),
+        ("data", "fsdp", "tensor"),
+        devices=jax.devices()[:num_devices],
         axis_types=(jax.sharding.AxisType.Auto,) * 3,
     )
 
@@ -78,10 +80,15 @@ def test_batches_are_sharded_global_arrays_of_the_contract(dataset_root):
     for key, (shape, dtype) in expected.items():
         assert batch[key].shape == shape and batch[key].dtype == dtype, key
         assert batch[key].sharding.is_equivalent_to(pipeline_lib.batch_sharding(mesh), len(shape))
-        assert len(batch[key].addressable_shards) == 8 and batch[key].addressable_shards[0].data.shape[0] == 1
+        assert (
+            len(batch[key].addressable_shards) == 8
+            and batch[key].addressable_shards[0].data.shape[0] == 1
+        )
     keep = np.asarray(batch["patch_keep"]).reshape(b * n * t, -1)
     np.testing.assert_array_equal(keep.sum(1), round(15 * 0.7))
-    np.testing.assert_allclose(np.asarray(batch["vol2ref"])[:, 0], np.broadcast_to(np.eye(4), (b, 4, 4)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(batch["vol2ref"])[:, 0], np.broadcast_to(np.eye(4), (b, 4, 4)), atol=1e-5
+    )
 
 
 def test_restore_yields_the_uninterrupted_batches_on_any_local_device_count(dataset_root):
@@ -104,7 +111,9 @@ def test_resume_reads_no_skipped_records(dataset_root, monkeypatch):
     config = _config(dataset_root, prefetch=1)
     reads = []
     original = ClipReader.read_clip
-    monkeypatch.setattr(ClipReader, "read_clip", lambda self, i: reads.append(i) or original(self, i))
+    monkeypatch.setattr(
+        ClipReader, "read_clip", lambda self, i: reads.append(i) or original(self, i)
+    )
     with make_input_pipeline(config, _mesh(8)) as pipe:
         state = pipe.get_state()
         pipe.set_state({**state, "next_batch": 10_000})
@@ -183,8 +192,14 @@ def test_dataset_config_mismatches_fail_before_training(tmp_path):
         ClipReader(_config(few_frames), "train")
     cams = tmp_path / "cams"
     clips = [data_fixtures.make_clip(0, 3, (320, 180), 0)]
-    data_fixtures.write_dataset(cams, clips, frames=3, stored_wh=(320, 180), num_shards=1,
-                                cameras=data_fixtures.schema.CAMERAS[:5])
+    data_fixtures.write_dataset(
+        cams,
+        clips,
+        frames=3,
+        stored_wh=(320, 180),
+        num_shards=1,
+        cameras=data_fixtures.schema.CAMERAS[:5],
+    )
     with pytest.raises(ValueError, match="cameras"):
         ClipReader(_config(cams), "train")
     with pytest.raises(ValueError, match="split 'val' not in dataset"):
@@ -200,7 +215,9 @@ def test_dataset_config_mismatches_fail_before_training(tmp_path):
 
 
 def test_other_stored_image_sizes_are_resized_and_more_frames_truncated(tmp_path):
-    data_fixtures.synthetic_dataset(tmp_path, num_clips=8, frames=4, stored_wh=(256, 150), num_shards=1)
+    data_fixtures.synthetic_dataset(
+        tmp_path, num_clips=8, frames=4, stored_wh=(256, 150), num_shards=1
+    )
     with make_input_pipeline(_config(tmp_path), _mesh(8)) as pipe:
         batch = next(pipe)
     assert batch["images"].shape == (8, 6, 3, 96, 160, 3)

@@ -25,8 +25,12 @@ def real_batch(real_sample_dir, tmp_path_factory):
     config.data.dir = str(root / "clips")
     config.batch_size = 1
     config.data.num_parallel_calls = 2
-    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
-                         axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    mesh = jax.make_mesh(
+        (1, 1, 1),
+        ("data", "fsdp", "tensor"),
+        devices=jax.devices()[:1],
+        axis_types=(jax.sharding.AxisType.Auto,) * 3,
+    )
     with make_input_pipeline(config, mesh) as pipe:
         batch = {k: np.asarray(v)[0] for k, v in next(pipe).items()}
     clip, _ = ClipReader(config, "train").read_clip(0)
@@ -49,7 +53,9 @@ def test_real_rays_hit_lidar_points_at_plausible_depths(real_batch):
     assert 5.0 < np.median(depth[valid]) < 40.0
     # Frame-0 ray targets must sit on real LiDAR points moved into the frame-0 volume frame
     # (the LiDAR calibration at CAM_FRONT's ego pose, ~0.3 m from the LiDAR-time pose).
-    points = filter_lidar(clip["lidar_points"][:, :3].astype(np.float64), RayConfig.from_config(config))
+    points = filter_lidar(
+        clip["lidar_points"][:, :3].astype(np.float64), RayConfig.from_config(config)
+    )
     key2vol = np.linalg.solve(
         clip["ego2global"][0, 0] @ clip["lidar2ego"], clip["lidar_ego2global"] @ clip["lidar2ego"]
     )

@@ -81,7 +81,9 @@ def parse_clip(
     return clip
 
 
-def decode_resize(jpeg: bytes, size_wh: tuple[int, int], where: str) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_resize(
+    jpeg: bytes, size_wh: tuple[int, int], where: str
+) -> tuple[np.ndarray, tuple[int, int]]:
     """(H, W, 3) uint8 RGB at `size_wh`, and the stored (W, H).
 
     `draft` lets libjpeg decode at the largest 1/2^k scale still >= the target (1600x900 ->

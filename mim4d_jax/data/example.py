@@ -27,7 +27,9 @@ def check_config(config) -> None:
         )
     (w, h), (pw, ph) = d.image_size, d.pad_size
     if pw < w or ph < h:
-        raise ValueError(f"data.pad_size {tuple(d.pad_size)} is smaller than data.image_size {(w, h)}")
+        raise ValueError(
+            f"data.pad_size {tuple(d.pad_size)} is smaller than data.image_size {(w, h)}"
+        )
     masks.patch_grid(d.pad_size, d.mask_patch)
     masks.num_visible(1, d.mask_ratio)
     if d.frames < 1:
@@ -92,7 +94,9 @@ def make_example_u8(
     scale_nt2 = np.empty((len(cams), frames, 2))
     for n, cam in enumerate(cams):
         for t in range(frames):
-            pixels, stored_wh = decode_resize(clip["jpegs"][n][t], size_wh, f"{where} {cam} frame {t}")
+            pixels, stored_wh = decode_resize(
+                clip["jpegs"][n][t], size_wh, f"{where} {cam} frame {t}"
+            )
             images_nthw3[n, t] = pixels
             scale_nt2[n, t] = (size_wh[0] / stored_wh[0], size_wh[1] / stored_wh[1])
 
@@ -113,8 +117,13 @@ def make_example_u8(
     for t in target_frames:
         per_cam = [
             rays.sample_camera_rays(
-                ray_rng, points_p3, keylidar2cam_nt44[n, t], intrinsics_nt33[n, t],
-                cam2vol_nt44[n, t], images_nthw3[n, t], ray_cfg,
+                ray_rng,
+                points_p3,
+                keylidar2cam_nt44[n, t],
+                intrinsics_nt33[n, t],
+                cam2vol_nt44[n, t],
+                images_nthw3[n, t],
+                ray_cfg,
             )
             for n in range(len(cams))
         ]
@@ -134,7 +143,9 @@ def make_example_u8(
         "images": pad_images(images_nthw3, d.pad_size),
         "patch_keep": patch_keep,
         "lidar2img": geometry.lidar2img(intrinsics_nt33, cam2vol_nt44).astype(np.float32),
-        "vol2ref": geometry.vol2ref(clip["ego2global"], clip["lidar2ego"], front).astype(np.float32),
+        "vol2ref": geometry.vol2ref(clip["ego2global"], clip["lidar2ego"], front).astype(
+            np.float32
+        ),
         "target_frames": target_frames,
         **ray_arrays,
     }

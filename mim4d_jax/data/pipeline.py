@@ -57,7 +57,9 @@ class EpochOrder:
     def clip_index(self, position: int) -> int:
         epoch, offset = divmod(position, self._per_epoch)
         if self._cache[0] != epoch:
-            order = np.random.default_rng([self._seed, epoch, 0x5EED]).permutation(self.num_examples)
+            order = np.random.default_rng([self._seed, epoch, 0x5EED]).permutation(
+                self.num_examples
+            )
             self._cache = (epoch, order)
         return int(self._cache[1][offset])
 
@@ -81,8 +83,16 @@ def _local_rows(sharding: NamedSharding, global_batch: int) -> range:
 class InputPipeline:
     """Iterator of global batches (docs/architecture.md); `get_state`/`set_state` for resume."""
 
-    def __init__(self, config, mesh: Mesh, split: str, *, train: bool,
-                 process_index: int | None = None, process_count: int | None = None):
+    def __init__(
+        self,
+        config,
+        mesh: Mesh,
+        split: str,
+        *,
+        train: bool,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
         check_config(config)
         self.config = config
         self.split = split
@@ -91,8 +101,10 @@ class InputPipeline:
         self.sharding = batch_sharding(mesh)
         shards = int(np.prod([mesh.shape[a] for a in self.sharding.spec[0]]))
         if self.global_batch % shards:
-            raise ValueError(f"batch_size={self.global_batch} is not divisible by the {shards} "
-                             f"batch shards of mesh axes {self.sharding.spec[0]}")
+            raise ValueError(
+                f"batch_size={self.global_batch} is not divisible by the {shards} "
+                f"batch shards of mesh axes {self.sharding.spec[0]}"
+            )
         if process_index is None and process_count is None:
             self.rows = _local_rows(self.sharding, self.global_batch)
             self._host_only = False
@@ -100,7 +112,9 @@ class InputPipeline:
             process_index = jax.process_index() if process_index is None else process_index
             process_count = jax.process_count() if process_count is None else process_count
             if self.global_batch % process_count:
-                raise ValueError(f"batch_size={self.global_batch} not divisible by {process_count} processes")
+                raise ValueError(
+                    f"batch_size={self.global_batch} not divisible by {process_count} processes"
+                )
             local = self.global_batch // process_count
             self.rows = range(process_index * local, (process_index + 1) * local)
             self._host_only = process_count != jax.process_count()
@@ -122,8 +136,9 @@ class InputPipeline:
         """The example at global stream `position` (pure function of seed and position), with
         `images` as padded uint8 (see `to_global`)."""
         clip, where = self.reader.read_clip(self.order.clip_index(position))
-        return make_example_u8(clip, self.config, seed=self.seed, position=position,
-                               train=self.train, where=where)
+        return make_example_u8(
+            clip, self.config, seed=self.seed, position=position, train=self.train, where=where
+        )
 
     def _submit(self, batch: int) -> list[futures.Future]:
         base = batch * self.global_batch
@@ -163,9 +178,14 @@ class InputPipeline:
         return batch
 
     def get_state(self) -> dict:
-        return {"format": STATE_FORMAT, "split": self.split, "seed": self.seed,
-                "global_batch_size": self.global_batch, "num_examples": self.order.num_examples,
-                "next_batch": self._next_batch}
+        return {
+            "format": STATE_FORMAT,
+            "split": self.split,
+            "seed": self.seed,
+            "global_batch_size": self.global_batch,
+            "num_examples": self.order.num_examples,
+            "next_batch": self._next_batch,
+        }
 
     def set_state(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -173,8 +193,10 @@ class InputPipeline:
         mine = self.get_state()
         for key in _STATE_KEYS:
             if state.get(key) != mine[key]:
-                raise ValueError(f"input state has {key}={state.get(key)!r}, this pipeline "
-                                 f"{mine[key]!r}: the restored run would read other batches")
+                raise ValueError(
+                    f"input state has {key}={state.get(key)!r}, this pipeline "
+                    f"{mine[key]!r}: the restored run would read other batches"
+                )
         next_batch = state.get("next_batch")
         if not isinstance(next_batch, int) or next_batch < 0:
             raise ValueError(f"input state next_batch={next_batch!r} is not a count >= 0")
@@ -251,12 +273,19 @@ class _Producer:
         self._thread.join()
 
 
-def make_input_pipeline(config, mesh: Mesh, split: str = "train", *, train: bool | None = None,
-                        process_index: int | None = None,
-                        process_count: int | None = None) -> InputPipeline:
+def make_input_pipeline(
+    config,
+    mesh: Mesh,
+    split: str = "train",
+    *,
+    train: bool | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> InputPipeline:
     """The input pipeline of `split` (train masking when split is data.train_split, unless
     `train` says otherwise); `next(pipeline)` gives global batches sharded P(('data','fsdp'))."""
     if train is None:
         train = split == config.data.train_split
-    return InputPipeline(config, mesh, split, train=train, process_index=process_index,
-                         process_count=process_count)
+    return InputPipeline(
+        config, mesh, split, train=train, process_index=process_index, process_count=process_count
+    )

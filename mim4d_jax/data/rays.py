@@ -55,15 +55,19 @@ def top_up_pixels(width: int, height: int, cfg: RayConfig) -> np.ndarray:
     """(G, 2) integer (u, v) grid every top_up_stride px below the top sky_fraction band."""
     v0 = int(np.ceil(cfg.sky_fraction * height))
     vs, us = np.meshgrid(
-        np.arange(v0, height, cfg.top_up_stride), np.arange(0, width, cfg.top_up_stride),
+        np.arange(v0, height, cfg.top_up_stride),
+        np.arange(0, width, cfg.top_up_stride),
         indexing="ij",
     )
     return np.stack([us.ravel(), vs.ravel()], axis=1)
 
 
 def lidar_hits(
-    points_p3: np.ndarray, lidar2cam_44: np.ndarray, intrinsics_33: np.ndarray,
-    width: int, height: int,
+    points_p3: np.ndarray,
+    lidar2cam_44: np.ndarray,
+    intrinsics_33: np.ndarray,
+    width: int,
+    height: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels hit by the points and their camera depths, one hit per pixel (the nearest point,
     so points hidden behind a nearer surface from this viewpoint do not give a target).
@@ -77,8 +81,10 @@ def lidar_hits(
     cam_p3, z_p = cam_p3[in_front_p], z_p[in_front_p]
     uv_p2 = (cam_p3 @ intrinsics_33.T)[:, :2] / z_p[:, None]
     inside_p = (
-        (uv_p2[:, 0] >= 0) & (uv_p2[:, 0] <= width - 1)
-        & (uv_p2[:, 1] >= 0) & (uv_p2[:, 1] <= height - 1)
+        (uv_p2[:, 0] >= 0)
+        & (uv_p2[:, 0] <= width - 1)
+        & (uv_p2[:, 1] >= 0)
+        & (uv_p2[:, 1] <= height - 1)
     )
     pix_p2 = np.rint(uv_p2[inside_p]).astype(np.int64)
     z_p = z_p[inside_p]
@@ -119,7 +125,9 @@ def sample_camera_rays(
                 f"only {len(grid_g2)} top-up pixels in a {width}x{height} image for "
                 f"{num_top_up} rays: lower data.top_up_stride or data.num_rays"
             )
-        pix_r2 = np.concatenate([pix_r2, grid_g2[rng.choice(len(grid_g2), num_top_up, replace=False)]])
+        pix_r2 = np.concatenate(
+            [pix_r2, grid_g2[rng.choice(len(grid_g2), num_top_up, replace=False)]]
+        )
         z_r = np.concatenate([z_r, np.full(num_top_up, np.nan)])
 
     pix_h_r3 = np.concatenate([pix_r2.astype(np.float64), np.ones((cfg.num_rays, 1))], axis=1)

@@ -66,7 +66,9 @@ def check_metadata(builder: tfds.core.DatasetBuilder, config) -> dict:
         )
     stored = tuple(metadata["cameras"])
     if set(stored) != set(config.data.cameras) or len(stored) != len(config.data.cameras):
-        raise ValueError(f"{where} has cameras {stored}, data.cameras is {tuple(config.data.cameras)}")
+        raise ValueError(
+            f"{where} has cameras {stored}, data.cameras is {tuple(config.data.cameras)}"
+        )
     if stored != schema.CAMERAS:
         raise ValueError(f"{where}: metadata cameras {stored} differ from schema.CAMERAS order")
     size = metadata["image_size"]
@@ -94,7 +96,9 @@ class ClipReader:
         self.files = [RecordFile(p) for p in self.paths]
         for path, file, expected in zip(self.paths, self.files, split_info.shard_lengths):
             if len(file) != expected:
-                raise ValueError(f"shard {path} has {len(file)} records, dataset_info says {expected}")
+                raise ValueError(
+                    f"shard {path} has {len(file)} records, dataset_info says {expected}"
+                )
         self._starts = [0]
         for file in self.files:
             self._starts.append(self._starts[-1] + len(file))
@@ -120,7 +124,9 @@ class ClipReader:
         record = index - self._starts[shard]
         where = f"record {record} of shard {self.paths[shard]}"
         serialized = self.files[shard].read(record)
-        return parse_clip(serialized, self._stored_frames, self._cameras, self._frames, where), where
+        return parse_clip(
+            serialized, self._stored_frames, self._cameras, self._frames, where
+        ), where
 
     def close(self) -> None:
         for file in self.files:

@@ -30,6 +30,8 @@ VARIANTS: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]
     "nano": ((1, 1, 1, 1), (8, 16, 32, 64)),
 }
 
+# Official ConvNeXt `_init_weights`: trunc_normal(std=0.02) for every conv/linear weight.
+KERNEL_INIT = nnx.initializers.truncated_normal(stddev=0.02)
 MASK_STRIDE = 32  # the keep mask lives on the stride-32 patch grid (data.mask_patch)
 STEM_STRIDE = 4
 
@@ -88,17 +90,29 @@ class Block(nnx.Module):
             feature_group_count=dim,
             dtype=compute_dtype,
             param_dtype=jnp.float32,
-            kernel_init=part.depthwise_kernel_init(),
+            kernel_init=part.depthwise_kernel_init(init=KERNEL_INIT),
             bias_init=part.bias_init(),
             rngs=rngs,
         )
         self.norm = part.layer_norm(dim, dtype=compute_dtype, rngs=rngs)
         # Hidden dim is the `mlp` axis in both projections so tensor sharding stays consistent.
         self.pwconv1 = part.dense(
-            dim, 4 * dim, in_axis="embed", out_axis="mlp", dtype=compute_dtype, rngs=rngs
+            dim,
+            4 * dim,
+            in_axis="embed",
+            out_axis="mlp",
+            dtype=compute_dtype,
+            init=KERNEL_INIT,
+            rngs=rngs,
         )
         self.pwconv2 = part.dense(
-            4 * dim, dim, in_axis="mlp", out_axis="embed", dtype=compute_dtype, rngs=rngs
+            4 * dim,
+            dim,
+            in_axis="mlp",
+            out_axis="embed",
+            dtype=compute_dtype,
+            init=KERNEL_INIT,
+            rngs=rngs,
         )
         self.gamma = part.param(jnp.full((dim,), layer_scale_init), (None,))
 
@@ -142,7 +156,14 @@ class MaskedConvNeXt(nnx.Module):
 
         def conv(cin: int, cout: int, k: int) -> nnx.Conv:
             return part.conv(
-                cin, cout, (k, k), strides=k, padding="VALID", dtype=compute_dtype, rngs=rngs
+                cin,
+                cout,
+                (k, k),
+                strides=k,
+                padding="VALID",
+                dtype=compute_dtype,
+                init=KERNEL_INIT,
+                rngs=rngs,
             )
 
         def norm(c: int) -> nnx.LayerNorm:

@@ -107,7 +107,9 @@ class MIM4D(nnx.Module):
         images = jnp.swapaxes(images_bnthwc, 1, 2).reshape(b * t * n, h, w, 3)
         keep = None
         if patch_keep_bnthw is not None:
-            keep = jnp.swapaxes(patch_keep_bnthw, 1, 2).reshape(b * t * n, *patch_keep_bnthw.shape[3:])
+            keep = jnp.swapaxes(patch_keep_bnthw, 1, 2).reshape(
+                b * t * n, *patch_keep_bnthw.shape[3:]
+            )
         _, fpn_l = self.features(images, keep, rng=rng)
         feats_l, depth_l = project_and_depth(self.input_proj, self.depth_net, fpn_l)
 

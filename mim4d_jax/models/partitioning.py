@@ -12,10 +12,11 @@ in scope (CPU tests, export, `nnx.eval_shape`): flax 0.12.8 otherwise tries to s
 variable at creation and raises when no mesh is active. Placement is done by the trainer
 (jit `out_shardings` / `nnx.get_abstract_model`), not at construction.
 
-Initialisers follow flax defaults (what the shared helpers below use):
-- conv / dense kernels: `lecun_normal` (variance 1/fan_in) unless a caller passes another;
-  PyTorch's default kaiming-uniform(a=sqrt(5)) has the same 1/(3 fan_in) ... 1/fan_in scale
-  family, which is all pre-training from scratch needs (ImageNet weights come via import_torch).
+Default initialisers (a caller may pass `init=` for kernels):
+- conv / dense kernels: flax's `lecun_normal` (truncated normal, variance 1/fan_in; fan_in of a
+  depthwise 7x7 kernel is 49). PyTorch's default kaiming-uniform(a=sqrt(5)) has variance
+  1/(3 fan_in): the same fan-in scaling, sqrt(3) smaller. ConvNeXt passes its own
+  trunc_normal(0.02) (official ConvNeXt `_init_weights`).
 - biases zeros, LayerNorm scale ones / bias zeros.
 """
 
@@ -24,8 +25,6 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer
-
-LogicalAxes = tuple[str | None, ...]
 
 
 def partitioned(init: Initializer, axes: Sequence[str | None]) -> Initializer:
@@ -39,9 +38,10 @@ def conv_kernel_init(spatial_dims: int = 2, init: Initializer | None = None) -> 
     return partitioned(base, (None,) * spatial_dims + ("embed", "mlp"))
 
 
-def depthwise_kernel_init(spatial_dims: int = 2) -> Initializer:
+def depthwise_kernel_init(spatial_dims: int = 2, init: Initializer | None = None) -> Initializer:
     """Depthwise conv kernel (*spatial, 1, C): the channel dim is the model width (`embed`)."""
-    return partitioned(nnx.initializers.lecun_normal(), (None,) * spatial_dims + (None, "embed"))
+    base = init if init is not None else nnx.initializers.lecun_normal()
+    return partitioned(base, (None,) * spatial_dims + (None, "embed"))
 
 
 def dense_kernel_init(
@@ -84,6 +84,7 @@ def conv(
     padding: str | Sequence[tuple[int, int]] = "VALID",
     use_bias: bool = True,
     dtype: Dtype | None = None,
+    init: Initializer | None = None,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
     """nnx.Conv with partitioned kernel/bias, float32 params and compute in `dtype`.
@@ -100,7 +101,7 @@ def conv(
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,  # float32 master weights; compute dtype is separate
-        kernel_init=conv_kernel_init(len(tuple(kernel_size))),
+        kernel_init=conv_kernel_init(len(tuple(kernel_size)), init),
         bias_init=bias_init(),
         rngs=rngs,
     )
@@ -127,6 +128,7 @@ def dense(
     out_axis: str | None = "mlp",
     use_bias: bool = True,
     dtype: Dtype | None = None,
+    init: Initializer | None = None,
     rngs: nnx.Rngs,
 ) -> nnx.Linear:
     """nnx.Linear with partitioned kernel (in_axis, out_axis) and replicated bias."""
@@ -136,7 +138,7 @@ def dense(
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
-        kernel_init=dense_kernel_init(in_axis, out_axis),
+        kernel_init=dense_kernel_init(in_axis, out_axis, init),
         bias_init=bias_init(),
         rngs=rngs,
     )

@@ -120,7 +120,9 @@ def pdf_edges(
         u_ru = u_u + jitter_r[:, None] / num_u
 
     last = edges_re.shape[-1] - 1
-    inds_ru = jax.vmap(lambda c, u: jnp.searchsorted(c, u, side="right"))(cdf_re, u_ru)
+    inds_ru = jax.vmap(lambda c, u: jnp.searchsorted(c, u, side="right", method="compare_all"))(
+        cdf_re, u_ru
+    )
     below_ru = jnp.clip(inds_ru - 1, 0, last)
     above_ru = jnp.clip(inds_ru, 0, last)
     cdf_lo_ru = jnp.take_along_axis(cdf_re, below_ru, axis=-1)

@@ -1,0 +1,59 @@
+"""PNG panels of an evaluation: per camera the model input, the target and the renders."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD
+
+
+def _depth_rgb(depth_hw: np.ndarray, depth_max: float) -> np.ndarray:
+    """Turbo colours of inverse depth (near = warm), black where there is no depth."""
+    inv = np.where(depth_hw > 0, 1.0 / np.maximum(depth_hw, 1e-3), 0.0)
+    norm = np.clip(inv * 2.0, 0.0, 1.0)  # 0.5 m .. inf mapped onto the colour scale
+    rgb = colormaps["turbo"](norm)[..., :3]
+    return np.where((depth_hw > 0)[..., None], rgb, 0.0) if depth_max > 0 else rgb
+
+
+def _input_tile(example: dict, cam: int, out_hw: tuple[int, int]) -> np.ndarray:
+    """The masked model input of camera `cam`, key frame, resized to the tile size."""
+    image_hw3 = example["images"][cam, 0] * IMAGENET_STD / 255.0 + IMAGENET_MEAN / 255.0
+    keep_hw = example["patch_keep"][cam, 0]
+    rep = image_hw3.shape[0] // keep_hw.shape[0]
+    keep_full = np.repeat(np.repeat(keep_hw, rep, 0), rep, 1)[..., None]
+    masked = np.clip(image_hw3 * keep_full, 0, 1)
+    tile = Image.fromarray((masked * 255).astype(np.uint8)).resize(out_hw[::-1], Image.BILINEAR)
+    return np.asarray(tile, np.float64) / 255.0
+
+
+def write_panel(
+    path: pathlib.Path,
+    example: dict,
+    renders: dict,
+    target_nhw3: np.ndarray,
+    out_hw: tuple[int, int],
+    cams: tuple[str, ...],
+    gt_z_nhw,
+    depth_max: float,
+) -> None:
+    """Rows = cameras; columns = input (masked), target, then RGB and depth of each volume
+    (direct, predicted), then the dense ground-truth depth when known."""
+    h, w = out_hw
+    rows = []
+    for n in range(len(cams)):
+        tiles = [_input_tile(example, n, out_hw), target_nhw3[n]]
+        for name in ("direct", "predicted"):
+            tiles.append(np.clip(renders[name]["rgb"][n].reshape(h, w, 3), 0, 1))
+            tiles.append(_depth_rgb(renders[name]["depth"][n].reshape(h, w), depth_max))
+        if gt_z_nhw is not None:
+            gt_range = gt_z_nhw[n] * renders["direct"]["z_to_range"][n].reshape(h, w)
+            tiles.append(_depth_rgb(gt_range, depth_max))
+        rows.append(np.concatenate(tiles, axis=1))
+    panel = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(panel).save(tmp)
+    tmp.rename(path)
