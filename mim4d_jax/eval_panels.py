@@ -12,11 +12,9 @@ from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _depth_rgb(depth_hw: np.ndarray, depth_max: float) -> np.ndarray:
-    """Turbo colours of inverse depth (near = warm), black where there is no depth."""
-    inv = np.where(depth_hw > 0, 1.0 / np.maximum(depth_hw, 1e-3), 0.0)
-    norm = np.clip(inv * 2.0, 0.0, 1.0)  # 0.5 m .. inf mapped onto the colour scale
-    rgb = colormaps["turbo"](norm)[..., :3]
-    return np.where((depth_hw > 0)[..., None], rgb, 0.0) if depth_max > 0 else rgb
+    """Turbo colours of depth in [0, depth_max] (near = blue), black where there is none."""
+    rgb = colormaps["turbo"](np.clip(depth_hw / depth_max, 0.0, 1.0))[..., :3]
+    return np.where((depth_hw > 0)[..., None], rgb, 0.0)
 
 
 def _input_tile(example: dict, cam: int, out_hw: tuple[int, int]) -> np.ndarray:

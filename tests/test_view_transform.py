@@ -151,3 +151,21 @@ def test_bf16_compute_and_gradient_flow() -> None:
         [feat.astype(jnp.bfloat16)], [jax.nn.softmax(logits, -1)], l2i, PAD_HW, GRID, DEPTH_MAX
     )
     np.testing.assert_allclose(half, full, atol=0.02 * float(jnp.abs(full).max()))
+
+
+def test_voxel_grid_centres_and_indices() -> None:
+    ref = VoxelGrid.from_config((-51.2, -51.2, -5.0, 51.2, 51.2, 3.0), (0.8, 0.8, 1.6))
+    assert ref.shape_zyx == (5, 128, 128) and ref.shape_xyz == (128, 128, 5)
+    assert ref.scene_scale == pytest.approx(1 / 51.2)
+    centres = ref.centres_zyx3()
+    assert centres.shape == (5, 128, 128, 3)
+    np.testing.assert_allclose(centres[0, 0, 0], (-50.8, -50.8, -4.2), atol=1e-5)
+    np.testing.assert_allclose(centres[4, 127, 127], (50.8, 50.8, 2.2), atol=1e-5)
+    # Centres land on integer indices (i, j, k) = (x, y, z) order; index_to_metric inverts.
+    idx = np.asarray(ref.metric_to_index(jnp.asarray(centres[3, 7, 11])))
+    np.testing.assert_allclose(idx, (11, 7, 3), atol=1e-4)
+    np.testing.assert_allclose(ref.index_to_metric(jnp.asarray(idx)), centres[3, 7, 11], atol=1e-4)
+    np.testing.assert_allclose(ref.metric_to_index(jnp.asarray([-51.2, -51.2, -5.0])), -0.5)
+    assert hash(ref) == hash(VoxelGrid.from_config(list(ref.pc_range), list(ref.voxel_size)))
+    with pytest.raises(ValueError):
+        VoxelGrid.from_config((0.0, 0.0, 0.0, 1.0, 1.0, 1.0), (0.3, 0.5, 0.5))

@@ -18,6 +18,7 @@ import sys
 import jax
 import ml_collections
 import numpy as np
+import pytest
 from jax.sharding import Mesh
 
 from mim4d_jax.config import load_config
@@ -28,8 +29,33 @@ TINY_TEST = str(REPO_ROOT / "configs" / "mim4d_tiny.py") + ":test"
 
 
 def tiny_config(*overrides: str) -> ml_collections.ConfigDict:
-    """configs/mim4d_tiny.py:test with `key=value` overrides."""
+    """configs/mim4d_tiny.py:test with `key=value` overrides.
+
+    Keep overrides that change the compiled step (total_steps: the schedule; mesh; model
+    sizes) rare: each distinct step costs minutes of compilation on a 2-core machine, while
+    identical ones hit the persistent compilation cache (`compilation_cache` below).
+    """
     return load_config(TINY_TEST, list(overrides))
+
+
+@pytest.fixture(scope="session")
+def compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A persistent XLA cache shared by this session's trainer tests and their subprocesses."""
+    path = tmp_path_factory.mktemp("jax_cache")
+    previous = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield path
+    for name, value in previous.items():
+        jax.config.update(name, value)
+
+
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
 
 
 def _rot_z(angle: float) -> np.ndarray:
@@ -142,9 +168,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def subprocess_env(num_devices: int) -> dict[str, str]:
-    """Environment for a child python with `num_devices` fake CPU devices."""
+def subprocess_env(num_devices: int, cache_dir: pathlib.Path) -> dict[str, str]:
+    """Environment for a child python with `num_devices` fake CPU devices and the shared
+    compilation cache."""
     env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO_ROOT)
@@ -152,12 +182,14 @@ def subprocess_env(num_devices: int) -> dict[str, str]:
     return env
 
 
-def start_child(script: str, *args: str, num_devices: int = 8) -> subprocess.Popen:
-    """Runs `python -c script args...` from the repo root (output captured)."""
+def start_child(
+    args: list[str], cache_dir: pathlib.Path, *, num_devices: int = 8
+) -> subprocess.Popen:
+    """Runs `python *args` from the repo root (stdout and stderr captured together)."""
     return subprocess.Popen(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, *args],
         cwd=REPO_ROOT,
-        env=subprocess_env(num_devices),
+        env=subprocess_env(num_devices, cache_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

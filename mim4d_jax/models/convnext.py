@@ -30,8 +30,10 @@ VARIANTS: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]
     "nano": ((1, 1, 1, 1), (8, 16, 32, 64)),
 }
 
-# Official ConvNeXt `_init_weights`: trunc_normal(std=0.02) for every conv/linear weight.
-KERNEL_INIT = nnx.initializers.truncated_normal(stddev=0.02)
+# Official ConvNeXt `_init_weights`: timm trunc_normal_(std=0.02) for every conv/linear weight.
+# timm truncates at +-2 ABSOLUTE (100 std), i.e. effectively a plain normal; flax's
+# truncated_normal cuts at +-2 std (std 0.0176), so a plain normal is the faithful choice.
+KERNEL_INIT = nnx.initializers.normal(stddev=0.02)
 MASK_STRIDE = 32  # the keep mask lives on the stride-32 patch grid (data.mask_patch)
 STEM_STRIDE = 4
 
