@@ -143,7 +143,8 @@ def main() -> None:
         "goal_clips_per_s": goal,
         "meets_goal": clips_per_s >= goal,
     }
-    print(f"stages (CPU s/clip, one thread): {json.dumps({k: round(v, 4) for k, v in stages.items()})}")
+    stage_text = json.dumps({k: round(v, 4) for k, v in stages.items()})
+    print(f"stages (CPU s/clip, one thread): {stage_text}")
     print(json.dumps(result))
 
 

@@ -160,8 +160,12 @@ def clean_stale(plan: Plan, keep_complete: bool) -> None:
         if ".tmp-" in path.name or path.name not in names or not keep_complete:
             path.unlink()
     work = plan.version_dir / writer.WORK_DIR
-    for path in work.glob("*.json") if work.exists() else []:
-        if path.name.removesuffix(".json") not in names or not keep_complete:
+    for path in work.glob("*.json*") if work.exists() else []:
+        if (
+            ".tmp-" in path.name
+            or path.name.removesuffix(".json") not in names
+            or not keep_complete
+        ):
             path.unlink()
 
 

@@ -50,11 +50,11 @@ VOLUMES = ("direct", "predicted")
 
 def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int]:
     """(params, batch_stats, step) of the checkpoint, or the initial parameters for step 0."""
-    manager = checkpoint.make_manager(workdir, read_only=True)
-    if step == 0 and 0 not in manager.all_steps():
-        _, params, bstats = nnx.split(
-            build_model(config, nnx.Rngs(config.seed)), nnx.Param, nnx.BatchStat
-        )
+    ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+    saved = checkpoint.make_manager(workdir, read_only=True).all_steps() if ckpt_dir.is_dir() else []
+    if step == 0 and 0 not in saved:
+        model = build_model(config, nnx.Rngs(config.seed))
+        _, params, bstats = nnx.split(model, nnx.Param, nnx.BatchStat)
         return nnx.to_pure_dict(params), nnx.to_pure_dict(bstats), 0
     _, params, bstats, step = checkpoint.restore_params(workdir, step)
     return params, bstats, step

@@ -56,7 +56,7 @@ def expected_shapes(config: ml_collections.ConfigDict, with_ema: bool) -> dict[s
     return shapes
 
 
-def print_table(state_dict: Mapping[str, np.ndarray], out: TextIO = sys.stdout) -> None:
+def print_table(state_dict: Mapping[str, np.ndarray], out: TextIO) -> None:
     width = max(len(k) for k in state_dict)
     for key in em.natural_sorted(state_dict):
         value = state_dict[key]
@@ -112,9 +112,11 @@ def export(
     step: int | None = None,
     fmt: str = "pth",
     golden: str | pathlib.Path | None = None,
-    log: TextIO = sys.stdout,
+    log: TextIO | None = None,
 ) -> em.KeyReport:
-    """Writes the export (and golden file); returns its comparison with the reference keys."""
+    """Writes the export (and golden file); returns its comparison with the reference keys.
+    The table and the report go to `log` (default: the current sys.stdout)."""
+    log = log or sys.stdout
     from mim4d_jax.training.checkpoint import restore_params
 
     config, params, batch_stats, step = restore_params(workdir, step)

@@ -78,7 +78,7 @@ class _Preemption:
 def _default_pipeline(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Any:
     from mim4d_jax.data.pipeline import make_input_pipeline
 
-    return make_input_pipeline(config, mesh, split="train")
+    return make_input_pipeline(config, mesh, split=config.data.train_split)
 
 
 def train(

@@ -222,3 +222,19 @@ def test_other_stored_image_sizes_are_resized_and_more_frames_truncated(tmp_path
         batch = next(pipe)
     assert batch["images"].shape == (8, 6, 3, 96, 160, 3)
     assert np.all(np.asarray(batch["target_frames"])[:, 1] <= 2)
+
+
+def test_corrupt_record_surfaces_from_next_and_does_not_hang(tmp_path):
+    data_dir = data_fixtures.synthetic_dataset(tmp_path, num_clips=8, num_shards=1)
+    shard = next(data_dir.glob("*.tfrecord-00000-of-00001"))
+    data = bytearray(shard.read_bytes())
+    offset = 0
+    for _ in range(3):  # skip records 0..2
+        offset += 12 + int.from_bytes(data[offset : offset + 8], "little") + 4
+    data[offset + 12 : offset + 12 + 64] = b"\xff" * 64
+    shard.write_bytes(bytes(data))
+    with make_input_pipeline(_config(tmp_path), _mesh(8)) as pipe:  # batch 0 holds all 8 clips
+        for _ in range(2):
+            with pytest.raises(CorruptRecordError, match=f"record 3 of shard {shard}"):
+                next(pipe)
+        assert pipe.get_state()["next_batch"] == 0

@@ -101,7 +101,8 @@ def _official_file(tmp_path: pathlib.Path, edit) -> pathlib.Path:
         ),
         (
             lambda t: t.update({"downsample_layers.1.1.weight": torch.ones(32, 16, 3, 3)}),
-            "shape mismatch: downsample_layers.1.1.weight expected (32, 16, 2, 2) got (32, 16, 3, 3)",
+            "shape mismatch: downsample_layers.1.1.weight expected (32, 16, 2, 2) got "
+            "(32, 16, 3, 3)",
         ),
     ],
     ids=["missing", "unexpected", "shape"],

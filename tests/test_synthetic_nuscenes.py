@@ -212,11 +212,11 @@ def _digest(root: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def test_same_seed_same_dataset_via_cli(tmp_path):
-    args = ["--scenes", "1", "--samples-per-scene", "1", "--width", "32", "--height", "18"]
-    assert synthetic_nuscenes.main(["--out", str(tmp_path / "a"), *args]) == 0
-    synthetic_nuscenes.generate(tmp_path / "b", 1, 1, 32, 18, seed=0)
-    synthetic_nuscenes.generate(tmp_path / "c", 1, 1, 32, 18, seed=1)
+def test_same_seed_same_dataset_whatever_the_worker_count(tmp_path):
+    args = ["--scenes", "2", "--samples-per-scene", "1", "--width", "32", "--height", "18"]
+    assert synthetic_nuscenes.main(["--out", str(tmp_path / "a"), *args, "--workers", "2"]) == 0
+    synthetic_nuscenes.generate(tmp_path / "b", 2, 1, 32, 18, seed=0, workers=1)
+    synthetic_nuscenes.generate(tmp_path / "c", 2, 1, 32, 18, seed=1, workers=1)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temporaries left
 
@@ -225,6 +225,7 @@ def test_same_seed_same_dataset_via_cli(tmp_path):
     ({"scenes": 0}, "scenes"), ({"samples_per_scene": -1}, "samples_per_scene"),
     ({"width": 0}, "width"), ({"height": -5}, "height"), ({"width": 32.5}, "width"),
     ({"scenes": 11}, "scenes=11"), ({"version": "v2.0"}, "version"), ({"seed": -1}, "seed"),
+    ({"workers": 0}, "workers"),
 ])
 def test_bad_arguments_raise_and_write_nothing(tmp_path, kwargs, key):
     with pytest.raises(ValueError, match=key):

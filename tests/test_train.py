@@ -1,21 +1,29 @@
 """Trainer tests on 8 fake CPU devices with the real tiny model (configs/mim4d_tiny.py:test).
 
-Subprocess tests (SIGKILL/SIGTERM, two processes, CLI) are in test_train_slow.py.
+One 4-step run (`straight`, module fixture) is shared by the resume, restore and reader tests;
+every run with the same config reuses its compiled step through the persistent cache.
+Subprocess tests (SIGKILL, SIGTERM, two processes, the CLI) are in test_train_slow.py.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import jax
 import numpy as np
 import optax
 import pytest
-from train_fixtures import SyntheticBatches, batches_factory, tiny_config
+from train_fixtures import (
+    SyntheticBatches,
+    batches_factory,
+    compilation_cache_fixture,  # noqa: F401 (registers the session fixture)
+    tiny_config,
+)
 
 from mim4d_jax import train as train_lib
-from mim4d_jax.training import checkpoint, dry_run
+from mim4d_jax.training import backbone_init, checkpoint, dry_run
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import optimizer as optim_lib
 from mim4d_jax.training import step as step_lib
@@ -88,35 +96,48 @@ def test_optimizer_freezes_early_stages_and_slows_backbone() -> None:
 # ---------------------------------------------------------------------------------------------
 # The real tiny model: training, sharding, resume, restore, failures.
 
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple:
+    """(workdir, result) of 4 uninterrupted steps of configs/mim4d_tiny.py:test."""
+    request.getfixturevalue("compilation_cache")  # compile once, share with later runs
+    workdir = tmp_path_factory.mktemp("straight")
+    return workdir, train_lib.train(tiny_config(), workdir, pipeline_factory=batches_factory())
+
+
+@pytest.mark.slow
+def test_straight_run_writes_metrics_and_checkpoints(straight) -> None:
+    workdir, result = straight
+    assert result["step"] == 4 and all(np.isfinite(list(result["losses"].values())))
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and '"loss"' in lines[0] and '"lr"' in lines[0]
+    assert any((workdir / "tensorboard").iterdir())
+    assert checkpoint.read_config(workdir).to_dict() == tiny_config().to_dict()
+    assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [2, 4]
+
+
+@pytest.mark.slow
 def test_loss_falls_on_a_repeated_batch(tmp_path) -> None:
-    config = tiny_config("total_steps=8", "checkpoint_every=100", "optim.lr=2e-3")
-    result = train_lib.train(config, tmp_path, pipeline_factory=batches_factory(repeat=True))
-    losses = [result["losses"][s] for s in range(1, 9)]
-    assert all(np.isfinite(losses))
-    assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2]), losses
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 8 and '"loss"' in lines[0]
-    assert (tmp_path / "config.json").is_file() and any((tmp_path / "tensorboard").iterdir())
-    assert checkpoint.make_manager(tmp_path, read_only=True).all_steps() == [8]
+    result = train_lib.train(tiny_config(), tmp_path, pipeline_factory=batches_factory(repeat=True))
+    losses = [result["losses"][s] for s in range(1, 5)]
+    assert losses[3] < 0.95 * losses[0] and losses[2] < losses[0], losses
 
 
-def test_sharded_step_matches_single_device() -> None:
-    config = tiny_config("mesh.fsdp=2")
-    losses, params = [], []
-    for devices in (jax.devices(), jax.devices()[:1]):
-        mesh = mesh_lib.make_mesh(
-            config.mesh if len(devices) > 1 else {"data": 1, "fsdp": 1, "tensor": 1}, devices
-        )
-        with jax.set_mesh(mesh):
-            fns = step_lib.make_train_fns(config, mesh)
-            state = fns.init_state(*fns.init_params())
-            batch = next(SyntheticBatches(config, mesh))
-            state, metrics = fns.train_step(state, batch)
-            losses.append(float(metrics["loss"]))
-            params.append(jax.device_get(state["params"]))
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
-    _leaves_close(params[0], params[1], rtol=1e-3, atol=1e-5)
+@pytest.mark.slow
+def test_single_device_matches_sharded_run(straight) -> None:
+    """The same two steps on one device give the 8-device run's losses."""
+    _, result = straight
+    config = tiny_config()
+    mesh = mesh_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    with jax.set_mesh(mesh):
+        fns = step_lib.make_train_fns(config, mesh)
+        state = fns.init_state(*fns.init_params())
+        batches = SyntheticBatches(config, mesh)
+        for step in (1, 2):
+            state, metrics = fns.train_step(state, next(batches))
+            np.testing.assert_allclose(float(metrics["loss"]), result["losses"][step], rtol=2e-4)
 
 
 class _StopAfter(SyntheticBatches):
@@ -132,70 +153,97 @@ class _StopAfter(SyntheticBatches):
         return super().__next__()
 
 
-def test_resume_is_exact_and_sigterm_saves_current_step(tmp_path) -> None:
-    """2N steps straight == N steps, SIGTERM, resume to 2N: same losses, same parameters."""
-    config = tiny_config("total_steps=4", "checkpoint_every=100")
-    straight = train_lib.train(config, tmp_path / "straight", pipeline_factory=batches_factory())
+@pytest.mark.slow
+def test_sigterm_then_resume_is_exact(straight, tmp_path) -> None:
+    """4 steps straight == 3 steps, SIGTERM, resume to 4: same losses, same parameters."""
+    straight_dir, straight_result = straight
     stopped = train_lib.train(
-        config, tmp_path / "resumed", pipeline_factory=lambda c, m: _StopAfter(c, m, stop_at=1)
+        tiny_config(), tmp_path, pipeline_factory=lambda c, m: _StopAfter(c, m, stop_at=2)
     )
-    assert stopped["step"] == 2  # the step during which SIGTERM arrived completed, then saved
-    assert checkpoint.make_manager(tmp_path / "resumed", read_only=True).all_steps() == [2]
-    resumed = train_lib.train(config, tmp_path / "resumed", pipeline_factory=batches_factory())
-    assert sorted(resumed["losses"]) == [3, 4]
-    joined = {**stopped["losses"], **resumed["losses"]}
-    assert joined == straight["losses"]  # bit-identical per step
-    _, p_straight, b_straight, s1 = checkpoint.restore_params(tmp_path / "straight")
-    _, p_resumed, b_resumed, s2 = checkpoint.restore_params(tmp_path / "resumed")
-    assert s1 == s2 == 4
+    # SIGTERM arrived while step 3 was being prepared: step 3 ran, was saved, and the run ended
+    # (3 is not a checkpoint_every multiple).
+    assert stopped["step"] == 3
+    assert checkpoint.make_manager(tmp_path, read_only=True).all_steps() == [2, 3]
+    resumed = train_lib.train(tiny_config(), tmp_path, pipeline_factory=batches_factory())
+    assert sorted(resumed["losses"]) == [4]
+    assert {**stopped["losses"], **resumed["losses"]} == straight_result["losses"]  # bitwise
+    _, p_straight, b_straight, s1 = checkpoint.restore_params(straight_dir)
+    config, p_resumed, b_resumed, s2 = checkpoint.restore_params(tmp_path)
+    assert s1 == s2 == 4 and config.model.backbone == "tiny"
     _leaves_close(p_straight, p_resumed, rtol=0, atol=0)
     _leaves_close(b_straight, b_resumed, rtol=0, atol=0)
 
 
-def test_restore_onto_fewer_devices(tmp_path) -> None:
-    config = tiny_config("total_steps=2", "checkpoint_every=2")
-    train_lib.train(config, tmp_path, pipeline_factory=batches_factory())
+@pytest.mark.slow
+def test_restore_onto_four_devices(straight, tmp_path) -> None:
+    """A checkpoint written on 8 devices (data=8) restores onto 4 (data=2, fsdp=2)."""
+    shutil.copytree(straight[0], tmp_path, dirs_exist_ok=True)
     _, saved_params, _, _ = checkpoint.restore_params(tmp_path)
-    # Restore onto a 4-device mesh with fsdp sharding (a different layout than it was saved in).
     four = jax.devices()[:4]
-    config4 = tiny_config("total_steps=3", "checkpoint_every=2", "mesh.fsdp=2")
-    mesh = mesh_lib.make_mesh(config4.mesh, four)
+    config = tiny_config("mesh.fsdp=2")
+    mesh = mesh_lib.make_mesh(config.mesh, four)
     with jax.set_mesh(mesh):
-        fns = step_lib.make_train_fns(config4, mesh)
+        fns = step_lib.make_train_fns(config, mesh)
         manager = checkpoint.make_manager(tmp_path, read_only=True)
-        state, data_state = checkpoint.restore(manager, 2, fns.abstract_state, tmp_path)
+        state, data_state = checkpoint.restore(manager, 4, fns.abstract_state, tmp_path)
         manager.close()
-    assert data_state == {"index": 2}
-    assert all(set(x.sharding.device_set) <= set(four) for x in jax.tree.leaves(state))
+    assert data_state == {"index": 4} and int(state["step"]) == 4
+    for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(fns.shardings), strict=True):
+        assert leaf.sharding == sharding and leaf.sharding.device_set <= set(four)
+    assert any("fsdp" in str(s.spec) for s in jax.tree.leaves(fns.shardings["params"]))
     _leaves_close(state["params"], saved_params, rtol=0, atol=0)
-    # ... and training continues there.
-    result = train_lib.train(config4, tmp_path, devices=four, pipeline_factory=batches_factory())
-    assert sorted(result["losses"]) == [3] and np.isfinite(result["losses"][3])
+    # The trainer takes the same path: it resumes at step 4 on the 4-device mesh (and is done).
+    result = train_lib.train(config, tmp_path, devices=four, pipeline_factory=batches_factory())
+    assert result == {"step": 4, "losses": {}}
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
-    config = tiny_config("total_steps=4", "checkpoint_every=2")
     with pytest.raises(train_lib.NonFiniteLossError, match=r"at step 3.*step 2"):
-        train_lib.train(config, tmp_path, pipeline_factory=batches_factory(nan_at=2))
+        train_lib.train(tiny_config(), tmp_path, pipeline_factory=batches_factory(nan_at=2))
     assert checkpoint.make_manager(tmp_path, read_only=True).all_steps() == [2]
     _, params, _, step = checkpoint.restore_params(tmp_path)
     assert step == 2 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
 
 
-def test_mismatched_checkpoint_is_an_error(tmp_path) -> None:
-    config = tiny_config("total_steps=1", "checkpoint_every=1")
-    train_lib.train(config, tmp_path, pipeline_factory=batches_factory())
-    other = tiny_config("total_steps=2", "model.fpn_channels=16")
+@pytest.mark.slow
+def test_mismatched_checkpoint_is_an_error(straight, tmp_path) -> None:
+    shutil.copytree(straight[0], tmp_path, dirs_exist_ok=True)
+    other = tiny_config("model.fpn_channels=16")
     with pytest.raises(ValueError, match="does not match the config's model"):
         train_lib.train(other, tmp_path, pipeline_factory=batches_factory())
     assert checkpoint.read_config(tmp_path).model.fpn_channels == 32  # config.json untouched
 
 
+@pytest.mark.slow
 def test_dry_run_reports_params_flops_memory() -> None:
-    config = tiny_config("mesh.fsdp=2")
-    report = dry_run.run(config)
-    assert report["mesh"] == {"data": 4, "fsdp": 2, "tensor": 1}
+    report = dry_run.run(tiny_config())
+    assert report["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
     assert {"img_backbone", "img_neck", "render_model"} <= set(report["param_counts"])
     assert report["total_params"] == sum(report["param_counts"].values()) > 0
     assert report["flops_per_step_per_device"] > 0
     assert report["peak_bytes_per_device"] > report["temp_bytes_per_device"] > 0
+
+
+def test_ema_update() -> None:
+    ema = {"w": np.zeros(3, np.float32)}
+    params = {"w": np.ones(3, np.float32)}
+    np.testing.assert_allclose(optim_lib.ema_update(ema, params, 0.9)["w"], 0.1, rtol=1e-6)
+
+
+def test_merge_backbone_replaces_all_and_rejects_misfits() -> None:
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    params = {
+        "img_backbone": {"stages": {0: {"w": np.zeros((2, 3), np.float32)}}},
+        "img_neck": {"w": np.zeros(2, np.float32)},
+    }
+    shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), params)
+    imported = {"stages": {"0": {"w": np.ones((2, 3))}}}  # string list keys, float64
+    merged = backbone_init.merge_backbone(params, imported, shardings)
+    np.testing.assert_array_equal(merged["img_backbone"]["stages"][0]["w"], 1.0)
+    assert merged["img_backbone"]["stages"][0]["w"].dtype == np.float32
+    assert merged["img_neck"] is params["img_neck"]
+    with pytest.raises(ValueError, match=r"stages\.0\.w: file \(3, 2\) vs model \(2, 3\)"):
+        backbone_init.merge_backbone(params, {"stages": {"0": {"w": np.ones((3, 2))}}}, shardings)
+    with pytest.raises(ValueError, match="missing"):
+        backbone_init.merge_backbone(params, {"stages": {}}, shardings)

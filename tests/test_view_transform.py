@@ -169,3 +169,15 @@ def test_voxel_grid_centres_and_indices() -> None:
     assert hash(ref) == hash(VoxelGrid.from_config(list(ref.pc_range), list(ref.voxel_size)))
     with pytest.raises(ValueError):
         VoxelGrid.from_config((0.0, 0.0, 0.0, 1.0, 1.0, 1.0), (0.3, 0.5, 0.5))
+
+
+def test_vmap_over_frames_matches_per_frame() -> None:
+    l2i_f = jnp.asarray(np.stack([_lidar2img(20.0, yaw=0.2)[None], _lidar2img(18.0)[None]]))
+    feat_f = jax.random.normal(jax.random.key(3), (2, 1, 8, 16, 4))
+    depth_f = jax.nn.softmax(jax.random.normal(jax.random.key(4), (2, 1, 8, 16, DEPTH_BINS)), -1)
+    vols = jax.vmap(lambda f, d, p: lift_to_volume([f], [d], p, PAD_HW, GRID, DEPTH_MAX))(
+        feat_f, depth_f, l2i_f
+    )
+    for i in range(2):
+        single = lift_to_volume([feat_f[i]], [depth_f[i]], l2i_f[i], PAD_HW, GRID, DEPTH_MAX)
+        np.testing.assert_allclose(vols[i], single, atol=1e-5)

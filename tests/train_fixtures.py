@@ -38,10 +38,15 @@ def tiny_config(*overrides: str) -> ml_collections.ConfigDict:
     return load_config(TINY_TEST, list(overrides))
 
 
-@pytest.fixture(scope="session")
-def compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """A persistent XLA cache shared by this session's trainer tests and their subprocesses."""
-    path = tmp_path_factory.mktemp("jax_cache")
+@pytest.fixture(scope="session", name="compilation_cache")
+def compilation_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A persistent XLA cache shared by this session's trainer tests and their subprocesses.
+
+    Test modules import this function (registering the fixture `compilation_cache`); the
+    directory is fixed per session so every importing module shares one cache.
+    """
+    path = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
+    path.mkdir(exist_ok=True)
     previous = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -183,14 +188,45 @@ def subprocess_env(num_devices: int, cache_dir: pathlib.Path) -> dict[str, str]:
 
 
 def start_child(
-    args: list[str], cache_dir: pathlib.Path, *, num_devices: int = 8
+    args: list[str], cache_dir: pathlib.Path, log_path: pathlib.Path, *, num_devices: int = 8
 ) -> subprocess.Popen:
-    """Runs `python *args` from the repo root (stdout and stderr captured together)."""
-    return subprocess.Popen(
-        [sys.executable, *args],
-        cwd=REPO_ROOT,
-        env=subprocess_env(num_devices, cache_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    """Runs `python *args` from the repo root, stdout and stderr into `log_path` (a file, not
+    a pipe: a chatty child must never block on a full pipe while the test polls)."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            env=subprocess_env(num_devices, cache_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def child_main() -> None:
+    """`python tests/train_fixtures.py WORKDIR [key=value ...] [--num_processes N ...]`:
+    trains on SyntheticBatches and prints {"step", "losses"} as the last line (JSON)."""
+    import argparse
+    import json
+
+    from mim4d_jax import train
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--num_processes", type=int, default=0)
+    parser.add_argument("--process_id", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.num_processes:
+        mesh_lib.maybe_initialize_distributed(
+            f"127.0.0.1:{args.port}", args.num_processes, args.process_id
+        )
+    result = train.train(
+        tiny_config(*args.overrides), args.workdir, pipeline_factory=batches_factory()
     )
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    child_main()

@@ -159,23 +159,24 @@ def write_shard(task: ShardTask, progress: ProgressFn | None = None) -> ShardRes
     encoder = ExampleEncoder(schema.clip_features(task.options.frames, task.options.image_hw))
     final = epath.Path(task.version_dir) / task.filename
     tmp = final.parent / f"{task.filename}.tmp-{os.getpid()}"
-    skipped, count, written = [], 0, 0
-    with tf.io.TFRecordWriter(os.fspath(tmp)) as writer:
-        for item in task.items:
-            try:
-                record = encoder.encode(clip_example(item, task))
-            except ConversionError as err:
-                if task.options.on_error == "fail":
-                    writer.close()
-                    tmp.unlink(missing_ok=True)
-                    raise
-                skipped.append((item.sample_token, str(err)))
-                continue
-            writer.write(record)
-            count += 1
-            written += len(record) + 16  # TFRecord framing: length, 2 CRCs
-            if progress is not None:
-                progress(1, len(record) + 16)
+    skipped, count = [], 0
+    try:
+        with tf.io.TFRecordWriter(os.fspath(tmp)) as out:
+            for item in task.items:
+                try:
+                    record = encoder.encode(clip_example(item, task))
+                except ConversionError as err:
+                    if task.options.on_error == "fail":
+                        raise
+                    skipped.append((item.sample_token, str(err)))
+                    continue
+                out.write(record)
+                count += 1
+                if progress is not None:
+                    progress(1, len(record) + 16)  # TFRecord framing: length + 2 CRCs
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(final)  # atomic; overwrites a shard that failed verification
     result = ShardResult(
         split=task.split,
@@ -188,7 +189,10 @@ def write_shard(task: ShardTask, progress: ProgressFn | None = None) -> ShardRes
     )
     manifest = manifest_path(task)
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(result.to_json()))
+    # The manifest marks the shard complete, so it too appears atomically.
+    manifest_tmp = manifest.parent / f"{manifest.name}.tmp-{os.getpid()}"
+    manifest_tmp.write_text(json.dumps(result.to_json()))
+    manifest_tmp.replace(manifest)
     return result
 
 
@@ -214,7 +218,10 @@ def verified_result(task: ShardTask) -> ShardResult | None:
     manifest, shard = manifest_path(task), epath.Path(task.version_dir) / task.filename
     if not manifest.exists() or not shard.exists():
         return None
-    result = ShardResult.from_json(json.loads(manifest.read_text()))
+    try:
+        result = ShardResult.from_json(json.loads(manifest.read_text()))
+    except (ValueError, TypeError, KeyError):  # unreadable manifest: redo the shard
+        return None
     if result.fingerprint != task.fingerprint() or shard.stat().length != result.num_bytes:
         return None
     try:

@@ -17,6 +17,7 @@ from data_prep.synth.world import (
     MAT_VEHICLE,
     ROAD_HALF,
     SIDEWALK,
+    Primitives,
 )
 
 SUN_3 = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])
@@ -38,13 +39,10 @@ def _road_distance(v: np.ndarray) -> np.ndarray:
     return np.abs((v + BLOCK / 2) % BLOCK - BLOCK / 2)
 
 
-def _ground(p_r3: np.ndarray) -> np.ndarray:
-    x, y = p_r3[:, 0], p_r3[:, 1]
-    dx, dy = _road_distance(x), _road_distance(y)  # dx: to a road running along y
-    d = np.minimum(dx, dy)
-    asphalt = 0.26 + 0.06 * hash_noise(np.floor(x * 2), np.floor(y * 2))
-    asphalt += 0.03 * hash_noise(np.floor(x * 7), np.floor(y * 7))
-    out_r3 = np.repeat(asphalt[:, None], 3, axis=1)
+def _asphalt(x, y, dx, dy) -> np.ndarray:
+    grey = 0.26 + 0.06 * hash_noise(np.floor(x * 2), np.floor(y * 2))
+    grey += 0.03 * hash_noise(np.floor(x * 7), np.floor(y * 7))
+    out_r3 = np.repeat(grey[:, None], 3, axis=1)
     marking = np.zeros(len(x), dtype=bool)
     for across, along, coord, across_coord in ((dx, dy, y, x), (dy, dx, x, y)):
         between = along > ROAD_HALF  # outside the intersection square
@@ -53,15 +51,26 @@ def _ground(p_r3: np.ndarray) -> np.ndarray:
         crossing = (along > ROAD_HALF + 0.5) & (along < ROAD_HALF + 3.5) & (across < ROAD_HALF)
         marking |= crossing & (across_coord % 1.2 < 0.6)  # zebra stripes across the road
     out_r3[marking] = _MARKING
-    tile = (np.floor(x) + np.floor(y)) % 2
-    walk = (0.55 + 0.07 * tile + 0.06 * hash_noise(np.floor(x), np.floor(y)))[:, None]
-    curb = d < ROAD_HALF + 0.25
-    walk_r3 = np.where(curb[:, None], 0.75, walk * np.array([1.0, 0.97, 0.92]))
-    sidewalk = (d >= ROAD_HALF) & (d < ROAD_HALF + SIDEWALK)
-    out_r3[sidewalk] = walk_r3[sidewalk]
-    grass = (0.75 + 0.5 * hash_noise(np.floor(x * 1.5), np.floor(y * 1.5)))[:, None]
+    return out_r3
+
+
+def _ground(p_r3: np.ndarray) -> np.ndarray:
+    """Asphalt with markings, a curb and 1 m sidewalk tiles, lawn inside the blocks."""
+    x, y = p_r3[:, 0], p_r3[:, 1]
+    dx, dy = _road_distance(x), _road_distance(y)  # dx: to a road running along y
+    d = np.minimum(dx, dy)
+    out_r3 = np.empty_like(p_r3)
+    road = d < ROAD_HALF
+    out_r3[road] = _asphalt(x[road], y[road], dx[road], dy[road])
+    walk = ~road & (d < ROAD_HALF + SIDEWALK)
+    xw, yw = x[walk], y[walk]
+    tile = (np.floor(xw) + np.floor(yw)) % 2
+    grey = (0.55 + 0.07 * tile + 0.06 * hash_noise(np.floor(xw), np.floor(yw)))[:, None]
+    curb = (d[walk] < ROAD_HALF + 0.25)[:, None]
+    out_r3[walk] = np.where(curb, 0.75, grey * np.array([1.0, 0.97, 0.92]))
     lawn = d >= ROAD_HALF + SIDEWALK
-    out_r3[lawn] = (grass * np.array([0.25, 0.42, 0.17]))[lawn]
+    grass = 0.75 + 0.5 * hash_noise(np.floor(x[lawn] * 1.5), np.floor(y[lawn] * 1.5))
+    out_r3[lawn] = grass[:, None] * np.array([0.25, 0.42, 0.17])
     return out_r3
 
 
@@ -80,31 +89,37 @@ def _building(p_r3, n_r3, base_r3) -> np.ndarray:
     return out_r3
 
 
-def _vehicle(p_r3, n_r3, base_r3, center_r3, half_r3, yaw_r) -> np.ndarray:
+def _vehicle(p_r3, n_r3, index_r, prims: Primitives) -> np.ndarray:
+    center_r3, half_r3 = prims.center_p3[index_r], prims.half_p3[index_r]
+    yaw_r = prims.yaw_p[index_r]
     rel_z = (p_r3[:, 2] - (center_r3[:, 2] - half_r3[:, 2])) / (2 * half_r3[:, 2])
     along = (np.cos(yaw_r) * (p_r3[:, 0] - center_r3[:, 0])
              + np.sin(yaw_r) * (p_r3[:, 1] - center_r3[:, 1])) / half_r3[:, 0]
     side = n_r3[:, 2] < 0.5
     glass = side & (rel_z > 0.58) & (rel_z < 0.92) & (np.abs(along) < 0.75)
     tyre = side & (rel_z < 0.28)
-    out_r3 = base_r3.copy()
+    out_r3 = prims.colour_p3[index_r]
     out_r3[glass] = _WINDOW * 0.8
     out_r3[tyre] = 0.07
     return out_r3
 
 
-def albedo(p_r3, n_r3, material_r, colour_r3, center_r3, half_r3, yaw_r) -> np.ndarray:
-    """Surface colour in [0, 1] at hit points; per-hit primitive fields are ignored on ground."""
+def albedo(p_r3: np.ndarray, n_r3: np.ndarray, index_r: np.ndarray,
+           prims: Primitives) -> np.ndarray:
+    """Surface colour in [0, 1] at hit points; index_r is the hit primitive (< 0: ground)."""
     out_r3 = np.empty_like(p_r3)
+    material_r = np.full(len(index_r), MAT_GROUND)
+    on_prim = index_r >= 0
+    material_r[on_prim] = prims.material_p[index_r[on_prim]]
+    colour = lambda m: prims.colour_p3[index_r[m]]
     for material, fn in (
         (MAT_GROUND, lambda m: _ground(p_r3[m])),
-        (MAT_BUILDING, lambda m: _building(p_r3[m], n_r3[m], colour_r3[m])),
-        (MAT_VEHICLE, lambda m: _vehicle(p_r3[m], n_r3[m], colour_r3[m], center_r3[m],
-                                         half_r3[m], yaw_r[m])),
+        (MAT_BUILDING, lambda m: _building(p_r3[m], n_r3[m], colour(m))),
+        (MAT_VEHICLE, lambda m: _vehicle(p_r3[m], n_r3[m], index_r[m], prims)),
         # Blotches of a material-specific size for bark, leaves and metal.
-        (MAT_TRUNK, lambda m: _blotches(p_r3[m], colour_r3[m], 5.0)),
-        (MAT_FOLIAGE, lambda m: _blotches(p_r3[m], colour_r3[m], 1.6)),
-        (MAT_POLE, lambda m: _blotches(p_r3[m], colour_r3[m], 3.0)),
+        (MAT_TRUNK, lambda m: _blotches(p_r3[m], colour(m), 5.0)),
+        (MAT_FOLIAGE, lambda m: _blotches(p_r3[m], colour(m), 1.6)),
+        (MAT_POLE, lambda m: _blotches(p_r3[m], colour(m), 3.0)),
     ):
         m = material_r == material
         if m.any():

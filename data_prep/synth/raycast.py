@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from data_prep.synth.world import KIND_BOX, KIND_CYLINDER, Primitives
+from data_prep.synth.world import KIND_BOX, KIND_CYLINDER, KIND_SPHERE, Primitives
 
 GROUND, MISS = -1, -2  # hit index values that are not primitives
 _EPS = 1e-6
@@ -81,30 +81,40 @@ def _hit_sphere(o_3, d_hw3, center_3, radius) -> np.ndarray:
     return np.where((disc_hw > 0) & (t_hw > _EPS), t_hw, np.inf)
 
 
+def primitive_field(field_p: np.ndarray, index_r: np.ndarray, fill: float) -> np.ndarray:
+    """field_p[index_r] per hit, `fill` where the hit is not a primitive (index < 0)."""
+    out = np.full((len(index_r),) + field_p.shape[1:], fill, dtype=field_p.dtype)
+    on_prim = index_r >= 0
+    out[on_prim] = field_p[index_r[on_prim]]
+    return out
+
+
 def surface_normals(prims: Primitives, index_r: np.ndarray, points_r3: np.ndarray) -> np.ndarray:
     """Unit normals at hit points (ground: +z), from each hit's primitive."""
     normal_r3 = np.zeros_like(points_r3)
     normal_r3[:, 2] = 1.0
-    on_prim = index_r >= 0
-    p_r = index_r[on_prim]
-    rel_r3 = points_r3[on_prim] - prims.center_p3[p_r]
-    half_r3 = prims.half_p3[p_r]
-    kind_r = prims.kind_p[p_r]
+    kind_r = primitive_field(prims.kind_p, index_r, -1)
+    box = kind_r == KIND_BOX
+    p_r = index_r[box]
+    rel_r3 = points_r3[box] - prims.center_p3[p_r]
     c, s = np.cos(prims.yaw_p[p_r]), np.sin(prims.yaw_p[p_r])
-    # Box: the face whose normalised local coordinate is largest is the one that was hit.
-    local_r3 = np.stack([c * rel_r3[:, 0] + s * rel_r3[:, 1], -s * rel_r3[:, 0] + c * rel_r3[:, 1],
-                         rel_r3[:, 2]], axis=1)
-    axis_r = np.argmax(np.abs(local_r3) / half_r3, axis=1)
-    n_local_r3 = np.zeros_like(local_r3)
-    rows_r = np.arange(len(p_r))
-    n_local_r3[rows_r, axis_r] = np.sign(local_r3[rows_r, axis_r])
-    box_r3 = np.stack([c * n_local_r3[:, 0] - s * n_local_r3[:, 1],
-                       s * n_local_r3[:, 0] + c * n_local_r3[:, 1], n_local_r3[:, 2]], axis=1)
-    cylinder_r3 = rel_r3 * np.array([1.0, 1.0, 0.0])
-    normals_r3 = np.select([kind_r[:, None] == KIND_BOX, kind_r[:, None] == KIND_CYLINDER],
-                           [box_r3, cylinder_r3], rel_r3)
-    normals_r3 /= np.maximum(np.linalg.norm(normals_r3, axis=1, keepdims=True), 1e-12)
-    normal_r3[on_prim] = normals_r3
+    local = (c * rel_r3[:, 0] + s * rel_r3[:, 1], -s * rel_r3[:, 0] + c * rel_r3[:, 1],
+             rel_r3[:, 2])
+    # The face whose normalised local coordinate is largest is the one that was hit.
+    scaled = [np.abs(local[k]) / prims.half_p3[p_r, k] for k in range(3)]
+    use_x = (scaled[0] >= scaled[1]) & (scaled[0] >= scaled[2])
+    use_y = ~use_x & (scaled[1] >= scaled[2])
+    n_x = np.where(use_x, np.sign(local[0]), 0.0)
+    n_y = np.where(use_y, np.sign(local[1]), 0.0)
+    normal_r3[box] = np.column_stack(
+        [c * n_x - s * n_y, s * n_x + c * n_y, np.where(use_x | use_y, 0.0, np.sign(local[2]))])
+    cylinder = kind_r == KIND_CYLINDER
+    rel_r3 = points_r3[cylinder] - prims.center_p3[index_r[cylinder]]
+    rel_r3[:, 2] = 0.0
+    normal_r3[cylinder] = rel_r3 / np.linalg.norm(rel_r3, axis=1, keepdims=True)
+    sphere = kind_r == KIND_SPHERE
+    rel_r3 = points_r3[sphere] - prims.center_p3[index_r[sphere]]
+    normal_r3[sphere] = rel_r3 / np.linalg.norm(rel_r3, axis=1, keepdims=True)
     return normal_r3
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from data_prep.synth import materials, raycast, rig
-from data_prep.synth.world import MAT_GROUND, Primitives, World
+from data_prep.synth.world import Primitives, World
 
 
 def ego2global(world: World, t: float) -> np.ndarray:
@@ -12,24 +12,12 @@ def ego2global(world: World, t: float) -> np.ndarray:
     return rig.pose_matrix(rig.yaw_quaternion(yaw).rotation_matrix, np.array([*xy_2, 0.0]))
 
 
-def _gather(field_p: np.ndarray, index_r: np.ndarray) -> np.ndarray:
-    """Per-hit primitive field; ground hits (index -1) read an appended row of zeros."""
-    padded_p = np.concatenate([field_p, np.zeros((1,) + field_p.shape[1:], field_p.dtype)])
-    return padded_p[index_r]
-
-
 def _surface(prims: Primitives, hits: raycast.Hits, origin_3, dirs_hw3, hit_hw):
     """Albedo (n_hit, 3) and unit normal (n_hit, 3) of the rays that hit, in row-major order."""
     index_r = hits.index_hw[hit_hw]
     points_r3 = origin_3 + hits.t_hw[hit_hw][:, None] * dirs_hw3[hit_hw]
     normal_r3 = raycast.surface_normals(prims, index_r, points_r3)
-    material_r = np.where(index_r == raycast.GROUND, MAT_GROUND,
-                          _gather(prims.material_p, index_r))
-    albedo_r3 = materials.albedo(points_r3, normal_r3, material_r,
-                                 _gather(prims.colour_p3, index_r),
-                                 _gather(prims.center_p3, index_r),
-                                 _gather(prims.half_p3, index_r), _gather(prims.yaw_p, index_r))
-    return albedo_r3, normal_r3
+    return materials.albedo(points_r3, normal_r3, index_r, prims), normal_r3
 
 
 def render_camera(world: World, camera: rig.Camera, t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +62,6 @@ def scan_lidar(world: World, t: float, azimuth_steps: int) -> tuple[np.ndarray, 
     points_r3 = hits.t_hw[keep_ae][:, None] * dirs_lidar_ea3.transpose(1, 0, 2)[keep_ae]
     ring_r = np.broadcast_to(np.arange(len(elevations_e))[None, :], keep_ae.shape)[keep_ae]
     index_r = hits.index_hw[keep_ae]
-    ident_r = np.where(index_r >= 0, _gather(prims.ident_p, index_r), -1)
+    ident_r = raycast.primitive_field(prims.ident_p, index_r, -1)
     points_r5 = np.column_stack([points_r3, intensity_r, ring_r]).astype(np.float32)
     return points_r5, ident_r

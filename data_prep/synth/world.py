@@ -214,7 +214,7 @@ def _street_furniture(rng, lo_2, hi_2) -> tuple[list, list, list, list]:
                         poles.append([*_place(axis, line, side * (ROAD_HALF + 0.5), along, h / 2),
                                       0.12, 0.12, h / 2, 0.0, 0.5, 0.5, 0.52])
                     if (rng.uniform() < 0.25 and along - last_parked > 9.0  # trucks are 8 m
-                            and not _near_intersection(along, ROAD_HALF + 6.0)):
+                            and not _near_intersection(along, ROAD_HALF + 8.0)):
                         last_parked = along
                         curb = side * (ROAD_HALF - 1.3)
                         parked.append((_place(axis, line, curb, along, 0.0), yaw))

@@ -22,6 +22,7 @@ GIL); a producer thread assembles local batches in order and transfers them with
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import queue
 import threading
@@ -52,16 +53,15 @@ class EpochOrder:
             )
         self._per_epoch = self.batches_per_epoch * global_batch
         self._seed = seed
-        self._cache: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
+        # thread safe; two entries so workers straddling an epoch boundary do not thrash it
+        self._permutation = functools.lru_cache(maxsize=2)(self._make_permutation)
+
+    def _make_permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self._seed, epoch, 0x5EED]).permutation(self.num_examples)
 
     def clip_index(self, position: int) -> int:
         epoch, offset = divmod(position, self._per_epoch)
-        if self._cache[0] != epoch:
-            order = np.random.default_rng([self._seed, epoch, 0x5EED]).permutation(
-                self.num_examples
-            )
-            self._cache = (epoch, order)
-        return int(self._cache[1][offset])
+        return int(self._permutation(epoch)[offset])
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -209,8 +209,10 @@ def make_train_fns(
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step), "finite": finite}
         metrics.update(aux.get("losses", {}))
-        if log_images and "images" in aux:
-            metrics["images"] = aux["images"]
+        # Small renders for TensorBoard (the objective may name them "images" or "renders").
+        renders = aux.get("images", aux.get("renders"))
+        if log_images and renders is not None:
+            metrics["images"] = renders
         return new, metrics
 
     train_step = jax.jit(

@@ -1,0 +1,130 @@
+"""Trainer tests that run separate processes: the CLI, SIGKILL/SIGTERM, two JAX processes.
+
+Children train configs/mim4d_tiny.py:test on `SyntheticBatches` (tests/train_fixtures.py run
+as a script) and share the session's persistent compilation cache.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from train_fixtures import (
+    REPO_ROOT,
+    compilation_cache_fixture,  # noqa: F401 (registers the session fixture)
+    free_port,
+    start_child,
+)
+
+from mim4d_jax.training import checkpoint
+
+CHILD = str(REPO_ROOT / "tests" / "train_fixtures.py")
+TIMEOUT_S = 1200
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("compilation_cache")]
+
+
+def _finish(child: subprocess.Popen, log: pathlib.Path) -> tuple[int, str]:
+    child.wait(timeout=TIMEOUT_S)
+    return child.returncode, log.read_text()
+
+
+def _result(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _wait_for(predicate, child: subprocess.Popen, log: pathlib.Path, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not predicate():
+        if child.poll() is not None:
+            raise AssertionError(f"child exited before {what}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            child.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_cli_rejects_unknown_config_key(tmp_path, compilation_cache) -> None:
+    args = ["-m", "mim4d_jax.train", "--config=configs/mim4d_tiny.py:test"]
+    log = tmp_path / "child.log"
+    child = start_child(
+        [*args, f"--workdir={tmp_path}", "--config.no_such_key=1"], compilation_cache, log
+    )
+    code, output = _finish(child, log)
+    assert code != 0 and "no_such_key" in output
+
+
+def test_cli_dry_run_prints_a_json_report(tmp_path, compilation_cache) -> None:
+    args = ["-m", "mim4d_jax.train", "--config=configs/mim4d_tiny.py:test", "--dry_run"]
+    log = tmp_path / "child.log"
+    code, output = _finish(start_child(args, compilation_cache, log), log)
+    assert code == 0, output
+    report = _result(output)
+    assert report["total_params"] > 0 and report["flops_per_step_per_device"] > 0
+    assert report["peak_bytes_per_device"] > 0 and report["mesh"]["data"] == 8
+
+
+def test_sigkill_after_first_save_then_resume_completes(tmp_path, compilation_cache) -> None:
+    workdir, log = tmp_path / "run", tmp_path / "killed.log"
+    child = start_child([CHILD, str(workdir), "checkpoint_every=1"], compilation_cache, log)
+    first = workdir / "checkpoints" / "1"
+    _wait_for(first.is_dir, child, log, "the first checkpoint")  # committed (atomic rename)
+    time.sleep(random.uniform(0.0, 10.0))
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    steps = checkpoint.make_manager(workdir, read_only=True).all_steps()
+    assert steps and steps[-1] < 4, steps  # killed mid-run, after at least one save
+
+    log = tmp_path / "resumed.log"
+    child = start_child([CHILD, str(workdir), "checkpoint_every=1"], compilation_cache, log)
+    code, output = _finish(child, log)
+    assert code == 0, output
+    result = _result(output)
+    assert result["step"] == 4
+    resumed_steps = sorted(int(s) for s in result["losses"])
+    assert resumed_steps == list(range(steps[-1] + 1, 5))
+    assert np.all(np.isfinite(list(result["losses"].values())))
+    assert checkpoint.restore_params(workdir)[3] == 4
+
+
+def test_sigterm_saves_the_current_step(tmp_path, compilation_cache) -> None:
+    workdir, log = tmp_path / "run", tmp_path / "child.log"
+    child = start_child([CHILD, str(workdir), "checkpoint_every=100"], compilation_cache, log)
+    metrics = workdir / "metrics.jsonl"
+    _wait_for(lambda: metrics.is_file() and metrics.read_text().strip(), child, log, "metrics")
+    child.send_signal(signal.SIGTERM)
+    code, output = _finish(child, log)
+    assert code == 0, output
+    result = _result(output)
+    assert 1 <= result["step"] < 4  # stopped early ...
+    steps = checkpoint.make_manager(workdir, read_only=True).all_steps()
+    assert steps == [result["step"]]  # ... with a checkpoint at exactly that step
+
+
+def test_two_processes_train_together(tmp_path, compilation_cache) -> None:
+    """2 processes x 4 fake devices joined by jax.distributed on 127.0.0.1 (fsdp=2 mesh)."""
+    port, workdir = free_port(), tmp_path / "run"
+    args = [CHILD, str(workdir), "total_steps=2", "mesh.fsdp=2", "--num_processes=2"]
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    children = [
+        start_child(
+            [*args, f"--process_id={i}", f"--port={port}"],
+            compilation_cache,
+            logs[i],
+            num_devices=4,
+        )
+        for i in range(2)
+    ]
+    outputs = [_finish(child, log) for child, log in zip(children, logs, strict=True)]
+    for code, output in outputs:
+        assert code == 0, output
+    results = [_result(output) for _, output in outputs]
+    assert results[0] == results[1] and results[0]["step"] == 2
+    assert np.all(np.isfinite(list(results[0]["losses"].values())))
+    assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [2]
