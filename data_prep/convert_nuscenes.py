@@ -8,6 +8,16 @@ The dataset lands in `dataset_dir(DATA_DIR)` = `DATA_DIR/nuscenes_clips/1.0.0/`,
 `tfds.builder_from_directory` and the input pipeline open; the run's statistics are in
 `DATA_DIR/nuscenes_clips/1.0.0/conversion_stats.json`. One planner (this process) loads the
 devkit once; devkit-free worker processes write whole shards; metadata is written last.
+
+Shards: whole scenes per shard, per split. Default count: about 256 MB per shard, rounded up
+to a multiple of 8 (so 1, 2, 4 or 8 hosts own whole files), never more than the split's scenes
+(then rounded down to a multiple of 8, or one shard per scene below 8 scenes).
+Robustness: shards and their manifests appear by atomic rename; `--resume` keeps shards whose
+manifest, size, record framing and plan fingerprint (items + options) check out and rewrites
+the rest (it trusts that source blobs did not change); rerunning a finished conversion is a
+no-op. Bad input (missing/corrupt blob, truncated .pcd.bin, dangling token) fails naming the
+file or token, or with `--on-error skip` drops that clip and lists it in the stats; a missing
+JSON table, or a run where every clip was skipped, always fails. Nothing is published on error.
 """
 
 from __future__ import annotations
@@ -141,7 +151,12 @@ def prepare(
         wanted = num_shards or planner.default_num_shards(
             _estimate_clip_bytes(dataroot, split_items, options), len(split_items), len(scene_clips)
         )
-        shards = planner.assign_shards([c for c in scene_clips if c], wanted)
+        non_empty = [c for c in scene_clips if c]
+        if wanted > len(non_empty):
+            logging.info(
+                "%s: %d shards asked, %d scenes: one scene per shard", split, wanted, len(non_empty)
+            )
+        shards = planner.assign_shards(non_empty, wanted)
         tasks += [
             ShardTask(split, i, len(shards), str(dataroot), str(version_dir), tuple(clips), options)
             for i, clips in enumerate(shards)

@@ -33,8 +33,10 @@ import torch
 from flax import nnx
 
 from mim4d_jax import export_mapping as em
+from mim4d_jax.models.mim4d import build_model
 from mim4d_jax.torch_ref.io import write_state_dict
 from mim4d_jax.torch_ref.reference_keys import reference_shapes
+from mim4d_jax.training import checkpoint
 
 GOLDEN_SEED = 0
 BN_BUFFERS = ("running_mean", "running_var", em.BN_COUNTER)
@@ -69,8 +71,6 @@ def load_into_model(
     config: ml_collections.ConfigDict, params: Mapping[Any, Any], batch_stats: Mapping[Any, Any]
 ) -> nnx.Module:
     """The MIM4D model of `config` holding the given pure-dict state."""
-    from mim4d_jax.models.mim4d import build_model
-
     model = build_model(config, nnx.Rngs(0))
     graphdef, p_state, b_state = nnx.split(model, nnx.Param, nnx.BatchStat)
     nnx.replace_by_pure_dict(p_state, params)
@@ -117,13 +117,11 @@ def export(
     """Writes the export (and golden file); returns its comparison with the reference keys.
     The table and the report go to `log` (default: the current sys.stdout)."""
     log = log or sys.stdout
-    from mim4d_jax.training.checkpoint import restore_params
-
-    config, params, batch_stats, step = restore_params(workdir, step)
+    config, params, batch_stats, step = checkpoint.restore_params(workdir, step)
     state_dict = em.to_state_dict(params, batch_stats, num_batches_tracked=step)
     with_ema = float(config.optim.ema_decay) > 0
     if with_ema:
-        _, ema_params, _, _ = restore_params(workdir, step, ema=True)
+        _, ema_params, _, _ = checkpoint.restore_params(workdir, step, ema=True)
         state_dict.update(ema_copies(em.to_state_dict(ema_params, batch_stats, step)))
     meta = {
         "iter": step,

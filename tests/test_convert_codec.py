@@ -69,3 +69,19 @@ def test_rejects_wrong_shape():
     example["images"]["CAM_BACK"] = example["images"]["CAM_BACK"][:1]
     with pytest.raises(Exception, match="CAM_BACK"):
         ExampleEncoder(features).encode(example)
+
+
+def test_bytes_encoded_float64_round_trips_exactly():
+    """Ready for float64 matrices stored as raw bytes (exact), should the schema switch to it."""
+    import tensorflow_datasets as tfds
+
+    features = tfds.features.FeaturesDict(
+        {
+            "m": tfds.features.Tensor(
+                shape=(2, 2), dtype=np.float64, encoding=tfds.features.Encoding.BYTES
+            )
+        }
+    )
+    value = np.array([[1266.417203046554, 1180.8903808593751], [1 / 3, -0.0]])
+    decoded = features.deserialize_example_np(ExampleEncoder(features).encode({"m": value}))
+    np.testing.assert_array_equal(decoded["m"], value)

@@ -85,16 +85,24 @@ def test_records_match_devkit_with_sweeps(synth_root, synth_out):
     assert seen_history  # the synthetic cameras have 12 Hz sweeps before most key frames
 
 
-@pytest.mark.slow  # two spawned workers each import TensorFlow
-def test_workers_give_same_records(synth_root, synth_out, tmp_path):
+@pytest.mark.slow  # spawned workers each import TensorFlow
+def test_workers_give_same_records_and_surface_errors(synth_root, synth_out, tmp_path):
     convert_nuscenes.convert(
-        synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2, workers=2
+        synth_root, "v1.0-mini", tmp_path / "ok", frames=FRAMES, num_shards=2, workers=2
     )
     for split in ("train", "val"):
         assert_records_equal(
             read_records(convert_nuscenes.dataset_dir(synth_out), split),
-            read_records(convert_nuscenes.dataset_dir(tmp_path), split),
+            read_records(convert_nuscenes.dataset_dir(tmp_path / "ok"), split),
         )
+    root = pathlib.Path(shutil.copytree(synth_root, tmp_path / "nusc"))
+    lidar = next((root / "samples" / "LIDAR_TOP").glob("*.pcd.bin"))
+    lidar.write_bytes(lidar.read_bytes()[:-3])
+    with pytest.raises(ConversionError, match=f"truncated LiDAR file .*{lidar.name}"):
+        convert_nuscenes.convert(
+            root, "v1.0-mini", tmp_path / "bad", frames=FRAMES, num_shards=2, workers=2
+        )
+    assert not (convert_nuscenes.dataset_dir(tmp_path / "bad") / "dataset_info.json").exists()
 
 
 # Runs a conversion in a child process that SIGKILLs itself while writing the second shard,

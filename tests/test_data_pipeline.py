@@ -35,9 +35,9 @@ def _config(data_dir, **data):
     return c
 
 
-def _mesh(num_devices: int):
+def _mesh(num_devices: int, fsdp: int = 1):
     return jax.make_mesh(
-        (num_devices, 1, 1),
+        (num_devices // fsdp, fsdp, 1),
         ("data", "fsdp", "tensor"),
         devices=jax.devices()[:num_devices],
         axis_types=(jax.sharding.AxisType.Auto,) * 3,
@@ -99,8 +99,8 @@ def test_restore_yields_the_uninterrupted_batches_on_any_local_device_count(data
         next(pipe), next(pipe)
         state = json.loads(json.dumps(pipe.get_state()))  # what the trainer stores
         assert state["next_batch"] == 2
-    for devices in (8, 4):
-        with make_input_pipeline(config, _mesh(devices)) as pipe:
+    for devices, fsdp in ((8, 2), (4, 1)):
+        with make_input_pipeline(config, _mesh(devices, fsdp)) as pipe:
             pipe.set_state(state)
             for expected in reference[2:]:
                 _assert_batches_equal(_host(next(pipe)), expected)
@@ -183,6 +183,12 @@ def test_corrupt_record_error_names_shard_and_record(dataset_root, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(CorruptRecordError, match=f"record 1 of shard {shard}"):
         ClipReader(_config(root), "train")
+
+
+def test_dataset_dir_resolves_from_out_dir_name_dir_or_version_dir(dataset_root):
+    version_dir = dataset_root / "nuscenes_clips" / "1.0.0"
+    for path in (dataset_root, dataset_root / "nuscenes_clips", version_dir):
+        assert pathlib.Path(str(open_dataset_dir(str(path)).data_dir)) == version_dir
 
 
 def test_dataset_config_mismatches_fail_before_training(tmp_path):

@@ -155,17 +155,22 @@ def test_ema_copies_use_mmcv_names() -> None:
     }
 
 
+def write_workdir(workdir: pathlib.Path, config, state: dict) -> None:
+    """config.json + Orbax step STEP, through the trainer's own checkpoint writer."""
+    checkpoint.write_config(workdir, config)
+    manager = checkpoint.make_manager(workdir)
+    checkpoint.save(manager, STEP, state, {}, config)
+    manager.wait_until_finished()
+    manager.close()
+
+
 @pytest.fixture(scope="module")
 def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, dict, dict]:
-    """A workdir in the documented layout (config.json + Orbax step STEP), random weights."""
+    """A workdir in the documented layout with random weights."""
     workdir = tmp_path_factory.mktemp("tiny_run")
     config = load_config("configs/mim4d_tiny.py:test")
     _, params, stats = random_state(config, seed=5)
-    checkpoint.write_config(workdir, config)
-    manager = checkpoint.make_manager(workdir)
-    checkpoint.save(manager, STEP, {"params": params, "batch_stats": stats}, {}, config)
-    manager.wait_until_finished()
-    manager.close()
+    write_workdir(workdir, config, {"params": params, "batch_stats": stats})
     return workdir, params, stats
 
 
@@ -249,3 +254,18 @@ def test_cli_reports_a_mismatch_with_exit_status(
     assert export_torch.main(["--workdir", str(workdir), "--out", str(out)]) == 1
     assert "missing (1): input_proj.bias" in capsys.readouterr().out
     assert out.is_file()
+
+
+def test_cli_adds_ema_buffers_when_trained_with_ema(tiny_workdir, tmp_path: pathlib.Path) -> None:
+    _, params, stats = tiny_workdir
+    config = load_config("configs/mim4d_tiny.py:test", ["optim.ema_decay=0.999"])
+    ema = jax.tree.map(lambda x: np.asarray(x) + 1.0, params)
+    workdir = tmp_path / "ema_run"
+    write_workdir(workdir, config, {"params": params, "batch_stats": stats, "ema_params": ema})
+    out = tmp_path / "ema.pth"
+    assert export_torch.main(["--workdir", str(workdir), "--out", str(out)]) == 0
+    sd = torch.load(out, weights_only=True)["state_dict"]
+    np.testing.assert_array_equal(
+        sd["ema_depth_net_bias"].numpy(), sd["depth_net.bias"].numpy() + 1
+    )
+    assert "ema_render_conv_1_weight" in sd and "ema_render_conv_1_running_mean" not in sd

@@ -20,16 +20,20 @@ from __future__ import annotations
 import pathlib
 import pickle
 import time
+from typing import TYPE_CHECKING
 
 from etils import epath
 
 from data_prep.convert import writer
 from data_prep.convert.items import ShardResult
 
+if TYPE_CHECKING:  # convert_nuscenes imports this module lazily; avoid a cycle at import
+    from data_prep.convert_nuscenes import Plan
+
 TASK_SUFFIX = ".task.pkl"
 
 
-def stage_tasks(plan) -> list[str]:
+def stage_tasks(plan: Plan) -> list[str]:
     """Writes every shard task that is not already complete; returns the staged paths."""
     work = plan.version_dir / writer.WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
@@ -48,7 +52,7 @@ def write_staged(path: str) -> ShardResult:
     return writer.verified_result(task) or writer.write_shard(task)
 
 
-def collect(plan) -> list[ShardResult]:
+def collect(plan: Plan) -> list[ShardResult]:
     """Every shard's verified result, read back from the manifests after the pipeline."""
     results = [writer.verified_result(task) for task in plan.tasks]
     missing = [t.filename for t, r in zip(plan.tasks, results) if r is None]

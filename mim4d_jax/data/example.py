@@ -47,14 +47,6 @@ def _rng(seed: int, position: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, position, stream])
 
 
-def pad_images(images_nthw3: np.ndarray, pad_size: tuple[int, int]) -> np.ndarray:
-    """uint8 RGB zero padded bottom/right to (W, H) `pad_size`."""
-    n, t, h, w, _ = images_nthw3.shape
-    out_nthw3 = np.zeros((n, t, pad_size[1], pad_size[0], 3), np.uint8)
-    out_nthw3[:, :, :h, :w] = images_nthw3
-    return out_nthw3
-
-
 def normalise_padded(images_u8: np.ndarray, image_size: tuple[int, int], xp=np) -> np.ndarray:
     """Padded uint8 RGB (..., Hp, Wp, 3) -> ImageNet-normalised float32 with the padding at 0.
 
@@ -90,7 +82,9 @@ def make_example_u8(
     cams = tuple(d.cameras)
     frames = int(d.frames)
     size_wh = tuple(int(v) for v in d.image_size)
-    images_nthw3 = np.empty((len(cams), frames, size_wh[1], size_wh[0], 3), np.uint8)
+    # decoded straight into the zero-padded buffer; images_nthw3 is its un-padded view
+    padded_nthw3 = np.zeros((len(cams), frames, d.pad_size[1], d.pad_size[0], 3), np.uint8)
+    images_nthw3 = padded_nthw3[:, :, : size_wh[1], : size_wh[0]]
     scale_nt2 = np.empty((len(cams), frames, 2))
     for n, cam in enumerate(cams):
         for t in range(frames):
@@ -140,7 +134,7 @@ def make_example_u8(
         patch_keep = np.ones((len(cams), frames, *grid_hw), np.float32)
 
     return {
-        "images": pad_images(images_nthw3, d.pad_size),
+        "images": padded_nthw3,
         "patch_keep": patch_keep,
         "lidar2img": geometry.lidar2img(intrinsics_nt33, cam2vol_nt44).astype(np.float32),
         "vol2ref": geometry.vol2ref(clip["ego2global"], clip["lidar2ego"], front).astype(

@@ -61,13 +61,17 @@ def _render_chunk(
     up_sample_inv_s: float,
     near_min: float,
 ) -> dict[str, jnp.ndarray]:
+    """One chunk of rays, end to end; a pure function of arrays (the field is rebuilt from
+    `graphdef` + `state` here so that checkpoint and lax.map see only pytrees)."""
     field: SDFField = nnx.merge(graphdef, state)
     scale = grid.scene_scale
     origins_r3 = origins_r3 * scale
-    box_6 = jnp.asarray(grid.pc_range, jnp.float32) * scale
+    box_6 = jnp.asarray(grid.pc_range, origins_r3.dtype) * scale
     near_r, far_r = ray_box_near_far(origins_r3, dirs_r3, box_6, near_min * scale)
 
-    def sdf_and_aux(xyz_p3: jnp.ndarray, fld: SDFField, vol: jnp.ndarray):
+    def sdf_and_aux(
+        xyz_p3: jnp.ndarray, fld: SDFField, vol: jnp.ndarray
+    ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
         feat_pc = trilinear_lookup(vol, xyz_p3 / scale, grid)
         sdf_p, geo_pg = fld.sdf(xyz_p3, feat_pc)
         return sdf_p, (geo_pg, feat_pc)
@@ -92,7 +96,7 @@ def _render_chunk(
 
     # Each point's SDF depends only on its own xyz, so the gradient of the sum gives every
     # per-point gradient in one backward pass; it stays differentiable for the outer loss.
-    def summed_sdf(xyz: jnp.ndarray):
+    def summed_sdf(xyz: jnp.ndarray) -> tuple[jnp.ndarray, tuple[jnp.ndarray, tuple]]:
         sdf_p, aux = sdf_and_aux(xyz, field, vol_zyxc)
         return jnp.sum(sdf_p), (sdf_p, aux)
 

@@ -2,8 +2,9 @@
 
 All distances here are in the renderer's scaled units (metres * scale, see renderer.py).
 Sample positions follow the reference (`Frustums.get_start_positions`): a ray's samples are
-the STARTS of its bins, and a sample's delta is the distance to the next start (the last one to
-`far`). Using starts lets up-sampled points merge by a plain sort. Without an rng the stratified
+the STARTS of its bins, and a sample's delta is the distance to the next start (the last one
+to the end of the last stratified bin, which is `far` without jitter). Using starts lets
+up-sampled points merge by a plain sort. Without an rng the stratified
 bins are the uniform edges `linspace(near, far, S + 1)` and the up-sampling uses the PDF bin
 midpoints, so rendering is deterministic; for training, each ray gets one jitter in [0, 1)
 for the stratified bins and one for the PDF samples (`single_jitter=True` in the reference).

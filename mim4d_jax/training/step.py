@@ -117,8 +117,8 @@ def make_train_fns(
     rules = tuple(config.sharding_rules)
 
     def build() -> nnx.Module:
-        # Logical names resolve to mesh axes only under the rules (flax does so when a mesh
-        # is set, e.g. inside nnx.eval_shape).
+        # Under a mesh (the jitted init) flax may resolve logical names while it creates
+        # variables; the rules make them mesh axes.
         with nnx.logical_axis_rules(rules):
             return model_factory(nnx.Rngs(config.seed))
 
