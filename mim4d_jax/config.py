@@ -15,7 +15,9 @@ import pathlib
 import ml_collections
 
 
-def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+def load_config(
+    spec: str, overrides: list[str] | tuple[str, ...] = ()
+) -> ml_collections.ConfigDict:
     """Loads `path[:arg]`, applies `key=value` overrides and returns the locked config."""
     path_str, _, arg = spec.partition(":")
     path = pathlib.Path(path_str)

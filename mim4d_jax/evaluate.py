@@ -51,7 +51,9 @@ VOLUMES = ("direct", "predicted")
 def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int]:
     """(params, batch_stats, step) of the checkpoint, or the initial parameters for step 0."""
     ckpt_dir = pathlib.Path(workdir) / "checkpoints"
-    saved = checkpoint.make_manager(workdir, read_only=True).all_steps() if ckpt_dir.is_dir() else []
+    saved = (
+        checkpoint.make_manager(workdir, read_only=True).all_steps() if ckpt_dir.is_dir() else []
+    )
     if step == 0 and 0 not in saved:
         model = build_model(config, nnx.Rngs(config.seed))
         _, params, bstats = nnx.split(model, nnx.Param, nnx.BatchStat)

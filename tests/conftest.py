@@ -26,5 +26,7 @@ REAL_SAMPLE_DIR = SHARED_DIR / "real_nuscenes_sample"
 def real_sample_dir() -> pathlib.Path:
     """The one real nuScenes key frame shipped beside the repository."""
     if not REAL_SAMPLE_DIR.is_dir():
-        raise FileNotFoundError(f"missing test fixture {REAL_SAMPLE_DIR} (../shared beside the repo)")
+        raise FileNotFoundError(
+            f"missing test fixture {REAL_SAMPLE_DIR} (../shared beside the repo)"
+        )
     return REAL_SAMPLE_DIR

@@ -134,7 +134,9 @@ def test_resize_reencodes_and_scales_intrinsics(real_root, real_out, tmp_path):
     assert tfds.builder_from_directory(str(version_dir)).info.metadata["image_size"] == [160, 90]
     for c, cam in enumerate(schema.CAMERAS):
         assert small["images"][cam].shape == (2, 90, 160, 3)
+        # Half-pixel convention of the antialiased resize: u' = (u + 0.5) s - 0.5.
         expected_33 = full["intrinsics"][c, 0] * np.array([[0.1], [0.1], [1.0]])
+        expected_33[:2, 2] += 0.5 * (0.1 - 1.0)
         np.testing.assert_allclose(
             small["intrinsics"][c, 0], expected_33, rtol=2 * F64_RTOL + 1e-15
         )

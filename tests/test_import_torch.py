@@ -48,7 +48,7 @@ def assert_trees_equal(a: dict, b: dict) -> None:
         assert np.asarray(fa[key]).dtype == np.asarray(fb[key]).dtype
 
 
-@pytest.mark.parametrize("variant", ["tiny", "S"])
+@pytest.mark.parametrize("variant", ["tiny", pytest.param("S", marks=pytest.mark.slow)])
 def test_import_of_export_is_identity(tmp_path: pathlib.Path, variant: str) -> None:
     params = random_backbone(variant)
     sd = em.to_state_dict({"img_backbone": params, "depth_net": {"bias": np.zeros(3)}}, {}, 0)
@@ -95,6 +95,7 @@ def _official_file(tmp_path: pathlib.Path, edit) -> pathlib.Path:
     ("edit", "message"),
     [
         (lambda t: t.pop("stages.2.1.pwconv2.weight"), "missing (1): stages.2.1.pwconv2.weight"),
+        (lambda t: t.update({"norm1.weight": torch.ones(32)}), "missing (7): norm0.bias"),
         (
             lambda t: t.update({"stages.0.5.gamma": torch.ones(16)}),
             "unexpected (1): stages.0.5.gamma",
@@ -105,7 +106,7 @@ def _official_file(tmp_path: pathlib.Path, edit) -> pathlib.Path:
             "(32, 16, 3, 3)",
         ),
     ],
-    ids=["missing", "unexpected", "shape"],
+    ids=["missing", "partial_output_norms", "unexpected", "shape"],
 )
 def test_mismatches_are_errors(tmp_path: pathlib.Path, edit, message: str) -> None:
     with pytest.raises(ValueError) as err:

@@ -9,16 +9,26 @@ from data_prep.synth.world import KIND_BOX, KIND_CYLINDER, KIND_SPHERE, Primitiv
 
 
 def _one(kind: int, center, half, yaw=0.0) -> Primitives:
-    return Primitives(np.array([kind]), np.array([center], float), np.array([half], float),
-                      np.array([yaw]), np.array([1]), np.array([[0.5, 0.5, 0.5]]), np.array([7]))
+    return Primitives(
+        np.array([kind]),
+        np.array([center], float),
+        np.array([half], float),
+        np.array([yaw]),
+        np.array([1]),
+        np.array([[0.5, 0.5, 0.5]]),
+        np.array([7]),
+    )
 
 
-@pytest.mark.parametrize("prim, t_expected, normal_expected", [
-    (_one(KIND_BOX, (10, 0, 1), (1, 1, 1)), 9.0, (-1, 0, 0)),
-    (_one(KIND_BOX, (10, 0, 1), (1, 1, 1), yaw=np.pi / 4), 10 - np.sqrt(2), None),
-    (_one(KIND_CYLINDER, (10, 0, 1), (0.5, 0.5, 1)), 9.5, (-1, 0, 0)),
-    (_one(KIND_SPHERE, (10, 0, 1), (2, 2, 2)), 8.0, (-1, 0, 0)),
-])
+@pytest.mark.parametrize(
+    "prim, t_expected, normal_expected",
+    [
+        (_one(KIND_BOX, (10, 0, 1), (1, 1, 1)), 9.0, (-1, 0, 0)),
+        (_one(KIND_BOX, (10, 0, 1), (1, 1, 1), yaw=np.pi / 4), 10 - np.sqrt(2), None),
+        (_one(KIND_CYLINDER, (10, 0, 1), (0.5, 0.5, 1)), 9.5, (-1, 0, 0)),
+        (_one(KIND_SPHERE, (10, 0, 1), (2, 2, 2)), 8.0, (-1, 0, 0)),
+    ],
+)
 def test_analytic_first_hits(prim, t_expected, normal_expected):
     origin_3 = np.array([0.0, 0.0, 1.0])
     # One ray straight at the primitive, one up into the sky, one down onto the ground.
@@ -46,10 +56,15 @@ def test_camera_culling_is_conservative(world):
         cam2world_44 = sensors.ego2global(world, t) @ camera.cam2ego_44
         dirs_hw3 = rig.camera_directions(camera) @ cam2world_44[:3, :3].T
         origin_3 = cam2world_44[:3, 3]
-        culled = raycast.cast(origin_3, dirs_hw3, prims, raycast.camera_blocks(
-            prims, np.linalg.inv(cam2world_44), camera.intrinsic_33, 96, 54))
-        full = raycast.cast(origin_3, dirs_hw3, prims,
-                            ((p, slice(None), slice(None)) for p in range(len(prims))))
+        culled = raycast.cast(
+            origin_3,
+            dirs_hw3,
+            prims,
+            raycast.camera_blocks(prims, np.linalg.inv(cam2world_44), camera.intrinsic_33, 96, 54),
+        )
+        full = raycast.cast(
+            origin_3, dirs_hw3, prims, ((p, slice(None), slice(None)) for p in range(len(prims)))
+        )
         np.testing.assert_array_equal(culled.t_hw, full.t_hw)
         np.testing.assert_array_equal(culled.index_hw, full.index_hw)
         assert (full.index_hw >= 0).mean() > 0.1  # the view is not just ground and sky
@@ -62,10 +77,15 @@ def test_lidar_culling_is_conservative(world):
     dirs_ea3 = rig.lidar_directions(360) @ lidar2world_44[:3, :3].T
     origin_3 = lidar2world_44[:3, 3]
     elevations_e = np.deg2rad(rig.LIDAR_ELEVATIONS_DEG)
-    culled = raycast.cast(origin_3, dirs_ea3, prims, raycast.lidar_blocks(
-        prims, np.linalg.inv(lidar2world_44), elevations_e, 360))
-    full = raycast.cast(origin_3, dirs_ea3, prims,
-                        ((p, slice(None), slice(None)) for p in range(len(prims))))
+    culled = raycast.cast(
+        origin_3,
+        dirs_ea3,
+        prims,
+        raycast.lidar_blocks(prims, np.linalg.inv(lidar2world_44), elevations_e, 360),
+    )
+    full = raycast.cast(
+        origin_3, dirs_ea3, prims, ((p, slice(None), slice(None)) for p in range(len(prims)))
+    )
     np.testing.assert_array_equal(culled.t_hw, full.t_hw)
     np.testing.assert_array_equal(culled.index_hw, full.index_hw)
 
@@ -88,12 +108,15 @@ def test_lidar_points_lie_on_the_scene(world):
     rel_n3 = world_n3[ident_n >= 0] - prims.center_p3[p_n]
     half_n3, yaw_n = prims.half_p3[p_n], prims.yaw_p[p_n]
     c, s = np.cos(yaw_n), np.sin(yaw_n)
-    local_n3 = np.stack([c * rel_n3[:, 0] + s * rel_n3[:, 1], -s * rel_n3[:, 0] + c * rel_n3[:, 1],
-                         rel_n3[:, 2]], axis=1)
+    local_n3 = np.stack(
+        [c * rel_n3[:, 0] + s * rel_n3[:, 1], -s * rel_n3[:, 0] + c * rel_n3[:, 1], rel_n3[:, 2]],
+        axis=1,
+    )
     box_gap = np.max(np.abs(local_n3) - half_n3, axis=1)
     cylinder_gap = np.hypot(rel_n3[:, 0], rel_n3[:, 1]) - half_n3[:, 0]
     sphere_gap = np.linalg.norm(rel_n3, axis=1) - half_n3[:, 0]
     kind_n = prims.kind_p[p_n]
-    gap_n = np.select([kind_n == KIND_BOX, kind_n == KIND_CYLINDER], [box_gap, cylinder_gap],
-                      sphere_gap)
+    gap_n = np.select(
+        [kind_n == KIND_BOX, kind_n == KIND_CYLINDER], [box_gap, cylinder_gap], sphere_gap
+    )
     np.testing.assert_allclose(gap_n, 0.0, atol=2e-3)

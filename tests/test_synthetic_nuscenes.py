@@ -23,8 +23,9 @@ CAMERAS = rig.CAMERA_CHANNELS
 @pytest.fixture(scope="module")
 def dataroot(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("synth") / "nuscenes"
-    return synthetic_nuscenes.generate(out, scenes=2, samples_per_scene=3, width=WIDTH,
-                                       height=HEIGHT, seed=3)
+    return synthetic_nuscenes.generate(
+        out, scenes=2, samples_per_scene=3, width=WIDTH, height=HEIGHT, seed=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,17 @@ def test_devkit_apis_work(nusc, dataroot):
     np.testing.assert_allclose(k_33[0, 0], 1266.4 * WIDTH / 1600, rtol=1e-6)
     assert len(nusc.sample_annotation) > 0 and all(b.name.startswith("vehicle.") for b in boxes)
     points, depths, _ = nusc.explorer.map_pointcloud_to_image(
-        sample["data"]["LIDAR_TOP"], sample["data"]["CAM_FRONT"])
+        sample["data"]["LIDAR_TOP"], sample["data"]["CAM_FRONT"]
+    )
     assert points.shape[1] > 100 and depths.min() >= 1.0
     pc, times = LidarPointCloud.from_file_multisweep(
-        nusc, sample, "LIDAR_TOP", "LIDAR_TOP", nsweeps=5)
+        nusc, sample, "LIDAR_TOP", "LIDAR_TOP", nsweeps=5
+    )
     assert pc.points.shape[0] == 4 and len(np.unique(np.round(times, 3))) == 5
-    raw = np.fromfile(dataroot / nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["filename"],
-                      dtype=np.float32).reshape(-1, 5)
+    raw = np.fromfile(
+        dataroot / nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["filename"],
+        dtype=np.float32,
+    ).reshape(-1, 5)
     assert set(np.unique(raw[:, 4])) <= set(range(32)) and raw[:, 3].max() <= 255
 
 
@@ -83,13 +88,19 @@ def test_calibration_is_the_nuscenes_rig(nusc):
     def calib(channel):
         sd = nusc.get("sample_data", nusc.sample[0]["data"][channel])
         return nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+
     lidar = calib("LIDAR_TOP")
     np.testing.assert_allclose(lidar["translation"], [0.94, 0.0, 1.84])
     # LiDAR y axis points forward (ego +x).
-    np.testing.assert_allclose(Quaternion(lidar["rotation"]).rotate([0, 1, 0]), [1, 0, 0],
-                               atol=1e-9)
-    for channel, yaw_deg in (("CAM_FRONT", 0), ("CAM_FRONT_RIGHT", -55), ("CAM_BACK", 180),
-                             ("CAM_BACK_LEFT", 110)):
+    np.testing.assert_allclose(
+        Quaternion(lidar["rotation"]).rotate([0, 1, 0]), [1, 0, 0], atol=1e-9
+    )
+    for channel, yaw_deg in (
+        ("CAM_FRONT", 0),
+        ("CAM_FRONT_RIGHT", -55),
+        ("CAM_BACK", 180),
+        ("CAM_BACK_LEFT", 110),
+    ):
         optical_axis = Quaternion(calib(channel)["rotation"]).rotate([0, 0, 1])
         expected = [np.cos(np.deg2rad(yaw_deg)), np.sin(np.deg2rad(yaw_deg)), 0.0]
         np.testing.assert_allclose(optical_axis, expected, atol=1e-9)
@@ -110,12 +121,17 @@ def _interp_depth(depth_hw: np.ndarray, u_n: np.ndarray, v_n: np.ndarray):
     x0 = np.clip(np.floor(x_n).astype(int), 0, depth_hw.shape[1] - 2)
     y0 = np.clip(np.floor(y_n).astype(int), 0, depth_hw.shape[0] - 2)
     fx, fy = np.clip(x_n - x0, 0, 1), np.clip(y_n - y0, 0, 1)
-    corners = [depth_hw[y0, x0], depth_hw[y0, x0 + 1], depth_hw[y0 + 1, x0],
-               depth_hw[y0 + 1, x0 + 1]]
+    corners = [
+        depth_hw[y0, x0],
+        depth_hw[y0, x0 + 1],
+        depth_hw[y0 + 1, x0],
+        depth_hw[y0 + 1, x0 + 1],
+    ]
     valid = np.all([c > 0 for c in corners], axis=0)
     inv = [1.0 / np.where(c > 0, c, 1.0) for c in corners]
-    inv_depth = ((inv[0] * (1 - fx) + inv[1] * fx) * (1 - fy)
-                 + (inv[2] * (1 - fx) + inv[3] * fx) * fy)
+    inv_depth = (inv[0] * (1 - fx) + inv[1] * fx) * (1 - fy) + (
+        inv[2] * (1 - fx) + inv[3] * fx
+    ) * fy
     return 1.0 / inv_depth, valid
 
 
@@ -126,7 +142,8 @@ def test_lidar_depth_matches_dense_gt_in_every_camera(nusc, dataroot):
     for sample in nusc.sample:
         for channel in CAMERAS:
             points, depths, _ = nusc.explorer.map_pointcloud_to_image(
-                sample["data"]["LIDAR_TOP"], sample["data"][channel])
+                sample["data"]["LIDAR_TOP"], sample["data"][channel]
+            )
             depth_hw = _depth_gt(dataroot, sample, channel)
             assert depth_hw.shape == (HEIGHT, WIDTH) and depth_hw.dtype == np.float32
             gt, valid = _interp_depth(depth_hw, points[0], points[1])
@@ -141,10 +158,12 @@ def _project_key_lidar(nusc, sample, cam) -> tuple[np.ndarray, ...]:
     lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
     cam_sd = nusc.get("sample_data", sample["data"][cam])
     pc = LidarPointCloud.from_file(str(nusc.get_sample_data_path(lidar_sd["token"])))
-    steps = ((nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"]), False),
-             (nusc.get("ego_pose", lidar_sd["ego_pose_token"]), False),
-             (nusc.get("ego_pose", cam_sd["ego_pose_token"]), True),
-             (nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"]), True))
+    steps = (
+        (nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"]), False),
+        (nusc.get("ego_pose", lidar_sd["ego_pose_token"]), False),
+        (nusc.get("ego_pose", cam_sd["ego_pose_token"]), True),
+        (nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"]), True),
+    )
     for record, inverse in steps:
         rotation_33 = Quaternion(record["rotation"]).rotation_matrix
         if inverse:
@@ -153,15 +172,20 @@ def _project_key_lidar(nusc, sample, cam) -> tuple[np.ndarray, ...]:
         else:
             pc.rotate(rotation_33)
             pc.translate(np.array(record["translation"]))
-    k_33 = np.array(nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
-                    ["camera_intrinsic"])
+    k_33 = np.array(
+        nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])["camera_intrinsic"]
+    )
     d = pc.points[2]
     uvw = k_33 @ pc.points[:3]
     with np.errstate(divide="ignore", invalid="ignore"):
         u, v = uvw[0] / d, uvw[1] / d
     keep = (d > 1.0) & (u >= 0) & (u < WIDTH) & (v >= 0) & (v < HEIGHT)
-    return (np.nonzero(keep)[0], np.floor(u[keep]).astype(int), np.floor(v[keep]).astype(int),
-            d[keep])
+    return (
+        np.nonzero(keep)[0],
+        np.floor(u[keep]).astype(int),
+        np.floor(v[keep]).astype(int),
+        d[keep],
+    )
 
 
 def test_surface_point_has_same_colour_in_two_cameras(nusc, dataroot):
@@ -169,8 +193,12 @@ def test_surface_point_has_same_colour_in_two_cameras(nusc, dataroot):
     is occluded) have the same JPEG colour in both, far closer than unrelated point pairs."""
     diffs, shuffled = [], []
     rng = np.random.default_rng(0)
-    pairs = (("CAM_FRONT", "CAM_FRONT_LEFT"), ("CAM_FRONT", "CAM_FRONT_RIGHT"),
-             ("CAM_BACK", "CAM_BACK_LEFT"), ("CAM_BACK", "CAM_BACK_RIGHT"))
+    pairs = (
+        ("CAM_FRONT", "CAM_FRONT_LEFT"),
+        ("CAM_FRONT", "CAM_FRONT_RIGHT"),
+        ("CAM_BACK", "CAM_BACK_LEFT"),
+        ("CAM_BACK", "CAM_BACK_RIGHT"),
+    )
     for sample in nusc.sample:
         for cams in pairs:
             views = [_project_key_lidar(nusc, sample, cam) for cam in cams]
@@ -197,8 +225,9 @@ def test_moving_vehicles_move_and_parked_ones_stay(nusc):
         attribute = nusc.get("attribute", ann["attribute_tokens"][0])["name"]
         while ann["next"]:
             nxt = nusc.get("sample_annotation", ann["next"])
-            moved[attribute].append(np.linalg.norm(np.subtract(nxt["translation"],
-                                                               ann["translation"])))
+            moved[attribute].append(
+                np.linalg.norm(np.subtract(nxt["translation"], ann["translation"]))
+            )
             ann = nxt
     assert len(moved["vehicle.moving"]) > 0 and min(moved["vehicle.moving"]) > 1.0
     assert len(moved["vehicle.parked"]) > 0 and max(moved["vehicle.parked"]) == 0.0
@@ -221,12 +250,20 @@ def test_same_seed_same_dataset_whatever_the_worker_count(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temporaries left
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"scenes": 0}, "scenes"), ({"samples_per_scene": -1}, "samples_per_scene"),
-    ({"width": 0}, "width"), ({"height": -5}, "height"), ({"width": 32.5}, "width"),
-    ({"scenes": 11}, "scenes=11"), ({"version": "v2.0"}, "version"), ({"seed": -1}, "seed"),
-    ({"workers": 0}, "workers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"scenes": 0}, "scenes"),
+        ({"samples_per_scene": -1}, "samples_per_scene"),
+        ({"width": 0}, "width"),
+        ({"height": -5}, "height"),
+        ({"width": 32.5}, "width"),
+        ({"scenes": 11}, "scenes=11"),
+        ({"version": "v2.0"}, "version"),
+        ({"seed": -1}, "seed"),
+        ({"workers": 0}, "workers"),
+    ],
+)
 def test_bad_arguments_raise_and_write_nothing(tmp_path, kwargs, key):
     with pytest.raises(ValueError, match=key):
         synthetic_nuscenes.generate(tmp_path / "out", **{"width": 32, "height": 18, **kwargs})

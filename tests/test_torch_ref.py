@@ -70,7 +70,7 @@ def max_diff(jax_nhwc, torch_nchw: torch.Tensor) -> float:
     return float(np.max(np.abs(np.asarray(jax_nhwc).transpose(0, 3, 1, 2) - torch_nchw.numpy())))
 
 
-@pytest.mark.parametrize("name", ["tiny", "S"])
+@pytest.mark.parametrize("name", ["tiny", pytest.param("S", marks=pytest.mark.slow)])
 def test_export_loads_strict_and_matches_jax(name: str) -> None:
     config = small_config(name)
     model, params, stats = random_state(config)

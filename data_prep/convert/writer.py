@@ -21,6 +21,7 @@ from etils import epath
 from data_prep.convert.example_codec import ExampleEncoder
 from data_prep.convert.items import ClipItem, ConversionError, ShardResult, ShardTask
 from mim4d_jax.data import schema
+from mim4d_jax.data.geometry import resize_intrinsics
 
 LIDAR_SOURCE_DIMS = 5  # .pcd.bin: float32 x, y, z, intensity, ring
 JPEG_QUALITY = 95
@@ -109,9 +110,12 @@ def read_lidar(path: epath.Path) -> np.ndarray:
 def scaled_intrinsics(
     intrinsics_nt33: np.ndarray, source_hw: tuple[int, int], out_hw: tuple[int, int]
 ) -> np.ndarray:
-    """K for a resized image: rows 0 and 1 scale with width and height (pixel-corner convention)."""
-    scale_3 = np.array([out_hw[1] / source_hw[1], out_hw[0] / source_hw[0], 1.0])
-    return intrinsics_nt33 * scale_3[:, None]
+    """K for a resized image, in the input pipeline's half-pixel convention (the antialiased
+    resize maps pixel centre u to (u + 0.5) s - 0.5), so both resize paths agree."""
+    scale_2 = np.array([out_hw[1] / source_hw[1], out_hw[0] / source_hw[0]])
+    return resize_intrinsics(
+        intrinsics_nt33, np.broadcast_to(scale_2, (*intrinsics_nt33.shape[:-2], 2))
+    )
 
 
 def clip_example(item: ClipItem, task: ShardTask) -> dict:

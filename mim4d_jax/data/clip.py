@@ -32,6 +32,14 @@ def _values(feature_map, key: str, where: str):
     return getattr(feature, kind).value
 
 
+def _float64s(feature_map, key: str, where: str) -> np.ndarray:
+    """A float64 tensor stored with TFDS's BYTES encoding (raw little-endian bytes)."""
+    values = _values(feature_map, key, where)
+    if len(values) != 1 or not isinstance(values[0], bytes) or len(values[0]) % 8:
+        raise CorruptRecordError(f"{where}: feature {key!r} is not a float64 byte string")
+    return np.frombuffer(values[0], "<f8")
+
+
 def parse_clip(
     serialized: bytes, stored_frames: int, cameras: tuple[str, ...], frames: int, where: str
 ) -> dict:
@@ -47,7 +55,7 @@ def parse_clip(
     num_cams = len(schema.CAMERAS)
     clip: dict = {}
     for key, shape in _MATRIX_KEYS.items():
-        values = np.asarray(_values(feature_map, key, where), np.float64)
+        values = _float64s(feature_map, key, where)
         full_shape = (num_cams, stored_frames, *shape)
         if values.size != np.prod(full_shape):
             raise CorruptRecordError(
@@ -55,7 +63,7 @@ def parse_clip(
             )
         clip[key] = values.reshape(full_shape)[cam_index, :frames]
     for key in ("lidar2ego", "lidar_ego2global"):
-        values = np.asarray(_values(feature_map, key, where), np.float64)
+        values = _float64s(feature_map, key, where)
         if values.size != 16:
             raise CorruptRecordError(f"{where}: feature {key!r} has {values.size} values, not 16")
         clip[key] = values.reshape(4, 4)

@@ -29,7 +29,14 @@ LIDAR_DIMS = 4  # x, y, z, intensity in the LiDAR frame
 def clip_features(frames: int, image_hw: tuple[int, int]) -> tfds.features.FeaturesDict:
     """Features of one clip with `frames` frames of `image_hw` = (H, W) JPEGs per camera."""
     num_cams = len(CAMERAS)
-    f64, i64 = np.float64, np.int64
+    i64 = np.int64
+
+    def f64(shape: tuple[int, ...]) -> tfds.features.Tensor:
+        # BYTES: the default encoding stores float64 as float32 (1e-4 m at global poses).
+        return tfds.features.Tensor(
+            shape=shape, dtype=np.float64, encoding=tfds.features.Encoding.BYTES
+        )
+
     return tfds.features.FeaturesDict(
         {
             "sample_token": tfds.features.Text(),
@@ -42,9 +49,9 @@ def clip_features(frames: int, image_hw: tuple[int, int]) -> tfds.features.Featu
                     for cam in CAMERAS
                 }
             ),
-            "intrinsics": tfds.features.Tensor(shape=(num_cams, frames, 3, 3), dtype=f64),
-            "cam2ego": tfds.features.Tensor(shape=(num_cams, frames, 4, 4), dtype=f64),
-            "ego2global": tfds.features.Tensor(shape=(num_cams, frames, 4, 4), dtype=f64),
+            "intrinsics": f64((num_cams, frames, 3, 3)),
+            "cam2ego": f64((num_cams, frames, 4, 4)),
+            "ego2global": f64((num_cams, frames, 4, 4)),
             "cam_timestamps": tfds.features.Tensor(shape=(num_cams, frames), dtype=i64),
             # False where history was short and the earliest frame is repeated.
             "frame_valid": tfds.features.Tensor(shape=(num_cams, frames), dtype=np.bool_),
@@ -53,8 +60,8 @@ def clip_features(frames: int, image_hw: tuple[int, int]) -> tfds.features.Featu
                 shape=(None,), dtype=np.float32, encoding=tfds.features.Encoding.BYTES
             ),
             "num_lidar_points": tfds.features.Tensor(shape=(), dtype=i64),
-            "lidar2ego": tfds.features.Tensor(shape=(4, 4), dtype=f64),
-            "lidar_ego2global": tfds.features.Tensor(shape=(4, 4), dtype=f64),
+            "lidar2ego": f64((4, 4)),
+            "lidar_ego2global": f64((4, 4)),
             "lidar_timestamp": tfds.features.Tensor(shape=(), dtype=i64),
         }
     )
