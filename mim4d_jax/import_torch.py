@@ -7,7 +7,8 @@
 - an official-style classification checkpoint (`.pth` or safetensors; keys
   `downsample_layers.*`, `stages.*`, maybe under `model`/`state_dict`, maybe `module.`-prefixed);
   its classifier `head.*` and final `norm.*` are ignored, and the output norms `norm0..3`, which
-  it does not have, start at LayerNorm init (weight 1, bias 0) as in the reference;
+  it does not have, start at LayerNorm init (weight 1, bias 0) as in the reference (a file with
+  only some of them is an error);
 - a full detector export (`img_backbone.*` keys, e.g. from export_torch): only `img_backbone.*`
   is read, and there `norm0..3` must be present;
 - an `.npz` written by this CLI (keys `stages/0/0/dwconv/kernel`, already our layout).
