@@ -50,29 +50,39 @@ _SCENE_SPACING_US = 60_000_000
 
 def scene_names(version: str, scenes: int) -> list[str]:
     """Real nuScenes scene names: about a quarter val (at least one when scenes >= 2)."""
-    lists = {"v1.0-mini": (splits.mini_train, splits.mini_val),
-             "v1.0-trainval": (splits.train, splits.val)}
+    lists = {
+        "v1.0-mini": (splits.mini_train, splits.mini_val),
+        "v1.0-trainval": (splits.train, splits.val),
+    }
     if version not in lists:
         raise ValueError(f"version={version!r}: expected one of {sorted(lists)}")
     train, val = lists[version]
     n_val = min(len(val), 0 if scenes == 1 else max(1, scenes // 4))
     if scenes - n_val > len(train):
-        raise ValueError(f"scenes={scenes}: {version} has only {len(train) + len(val)} scene "
-                         f"names ({len(train)} train, {len(val)} val)")
+        raise ValueError(
+            f"scenes={scenes}: {version} has only {len(train) + len(val)} scene "
+            f"names ({len(train)} train, {len(val)} val)"
+        )
     return list(train[: scenes - n_val]) + list(val[:n_val])
 
 
 def _check_args(scenes, samples_per_scene, width, height, seed, workers) -> None:
-    for key, value in (("scenes", scenes), ("samples_per_scene", samples_per_scene),
-                       ("width", width), ("height", height), ("workers", workers)):
+    for key, value in (
+        ("scenes", scenes),
+        ("samples_per_scene", samples_per_scene),
+        ("width", width),
+        ("height", height),
+        ("workers", workers),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{key}={value!r}: must be a positive integer")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r}: must be a non-negative integer")
 
 
-def _render_scene(root: pathlib.Path, spec: SceneSpec, width: int, height: int,
-                  seed: int) -> tuple[dict[str, list[dict]], dict[str, dict[str, str]]]:
+def _render_scene(
+    root: pathlib.Path, spec: SceneSpec, width: int, height: int, seed: int
+) -> tuple[dict[str, list[dict]], dict[str, dict[str, str]]]:
     """Writes one scene's files; returns its table records and depth index entries."""
     tables = Tables(seed)
     world = build_world(seed * 10_007 + spec.index, scene_duration_s(spec.samples))
@@ -81,8 +91,16 @@ def _render_scene(root: pathlib.Path, spec: SceneSpec, width: int, height: int,
     return tables.records, writer.depth_index
 
 
-def _write_dataset(root: pathlib.Path, scenes: int, samples_per_scene: int, width: int,
-                   height: int, seed: int, version: str, workers: int) -> None:
+def _write_dataset(
+    root: pathlib.Path,
+    scenes: int,
+    samples_per_scene: int,
+    width: int,
+    height: int,
+    seed: int,
+    version: str,
+    workers: int,
+) -> None:
     channels = [*rig.CAMERA_CHANNELS, rig.LIDAR_CHANNEL]
     for folder in ("samples", "sweeps"):
         for channel in channels:
@@ -90,10 +108,22 @@ def _write_dataset(root: pathlib.Path, scenes: int, samples_per_scene: int, widt
     for channel in rig.CAMERA_CHANNELS:
         (root / "depth_gt" / "samples" / channel).mkdir(parents=True)
     (root / "maps").mkdir()
-    jobs = [(root, SceneSpec(index=i, name=name, samples=samples_per_scene,
-                             start_us=_SCENE_START_US + i * _SCENE_SPACING_US,
-                             log_name=f"n900-synthetic-seed{seed}-{i:03d}"), width, height, seed)
-            for i, name in enumerate(scene_names(version, scenes))]
+    jobs = [
+        (
+            root,
+            SceneSpec(
+                index=i,
+                name=name,
+                samples=samples_per_scene,
+                start_us=_SCENE_START_US + i * _SCENE_SPACING_US,
+                log_name=f"n900-synthetic-seed{seed}-{i:03d}",
+            ),
+            width,
+            height,
+            seed,
+        )
+        for i, name in enumerate(scene_names(version, scenes))
+    ]
     if workers > 1 and len(jobs) > 1:
         # spawn, not fork: the caller may have started JAX or TensorFlow threads.
         context = multiprocessing.get_context("spawn")
@@ -111,6 +141,23 @@ def _write_dataset(root: pathlib.Path, scenes: int, samples_per_scene: int, widt
         json.dump(depth_index, f, indent=1, sort_keys=True)
 
 
+def _remove_stale_partials(out: pathlib.Path) -> None:
+    """Deletes temporaries of earlier runs into `out` that were killed (their process is gone)."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid_text = stale.name.rsplit("-", 1)[1]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        try:
+            alive = pid != os.getpid() and (os.kill(pid, 0) is None)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # someone else's live process
+            alive = True
+        if not alive:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def generate(
     out_dir: str | os.PathLike,
     scenes: int = DEFAULTS["scenes"],
@@ -120,21 +167,24 @@ def generate(
     seed: int = 0,
     version: str = "v1.0-mini",
     overwrite: bool = False,
-    workers: int = 2,
+    workers: int = 1,
 ) -> pathlib.Path:
     """Writes the dataset to `out_dir` and returns it (the nuScenes dataroot). Scenes are
-    rendered by up to `workers` processes; the output does not depend on it."""
+    rendered by up to `workers` processes (the output does not depend on it); workers > 1
+    spawns processes, which re-import the caller's __main__ module: call it from an
+    importable script with an `if __name__ == "__main__"` guard, as the CLI does."""
     _check_args(scenes, samples_per_scene, width, height, seed, workers)
     scene_names(version, scenes)  # fail on a bad version or count before touching the disk
     out = pathlib.Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out}: directory is not empty (pass overwrite=True / "
-                              "--overwrite to replace it)")
+        raise FileExistsError(
+            f"--out {out}: directory is not empty (pass overwrite=True / --overwrite to replace it)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
     try:
         _write_dataset(partial, scenes, samples_per_scene, width, height, seed, version, workers)
         if out.exists():
@@ -164,13 +214,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.time()
     try:
-        root = generate(args.out, args.scenes, args.samples_per_scene, args.width, args.height,
-                        args.seed, args.version, args.overwrite, args.workers)
+        root = generate(
+            args.out,
+            args.scenes,
+            args.samples_per_scene,
+            args.width,
+            args.height,
+            args.seed,
+            args.version,
+            args.overwrite,
+            args.workers,
+        )
     except (ValueError, FileExistsError) as e:
         parser.error(str(e))
     images = sum(1 for _ in root.glob("s*/CAM_*/*.jpg"))
-    print(f"wrote {root}: {args.scenes} scenes x {args.samples_per_scene} samples, {images} "
-          f"images {args.width}x{args.height}, in {time.time() - start:.1f} s", file=sys.stderr)
+    print(
+        f"wrote {root}: {args.scenes} scenes x {args.samples_per_scene} samples, {images} "
+        f"images {args.width}x{args.height}, in {time.time() - start:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -109,7 +109,7 @@ def _block_mean(image_hw3: np.ndarray, stride: int, out_hw: tuple[int, int]) -> 
 
 def _dense_gt(depth_gt_root: pathlib.Path, index: dict, token: str, cam: str, uv_hw2, image_wh):
     """Ground-truth camera z-depth of the synthetic world at the rendered pixels (0 = sky)."""
-    path = depth_gt_root / index[token][cam]
+    path = depth_gt_root.parent / index[token][cam]  # index paths are relative to the dataroot
     depth_hw = np.load(path)
     scale_x = depth_hw.shape[1] / image_wh[0]
     scale_y = depth_hw.shape[0] / image_wh[1]

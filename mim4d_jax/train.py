@@ -159,8 +159,8 @@ def _train_loop(
         losses[record["step"]] = record["loss"]
         if not record["finite"]:
             raise NonFiniteLossError(
-                f"non-finite loss {record['loss']} or grad norm {record['grad_norm']} at step {record['step']}; "
-                f"stopping. Last good checkpoint: "
+                f"non-finite loss {record['loss']} or grad norm {record['grad_norm']} "
+                f"at step {record['step']}; stopping. Last good checkpoint: "
                 + (
                     f"step {last_good} in {workdir / 'checkpoints'}"
                     if last_good is not None
@@ -168,18 +168,20 @@ def _train_loop(
                 )
             )
 
-    step = start
+    step, tracing = start, False
     try:
         while step < config.total_steps:
             if profiling and step == profile_start:
                 jax.profiler.start_trace(str(workdir / "profile"))
+                tracing = True
             batch = next(pipeline)
             state, metrics = fns.train_step(state, batch)
             step += 1
             check(logger.push(step, metrics))
-            if profiling and step == profile_stop:
+            if tracing and step == profile_stop:
                 jax.block_until_ready(state)
                 jax.profiler.stop_trace()
+                tracing = False
             preempted = preemption.requested or manager.reached_preemption(step)
             if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
                 check(logger.flush())  # never save a state whose step was non-finite
@@ -190,6 +192,8 @@ def _train_loop(
                 break
         check(logger.flush())
     finally:
+        if tracing:  # the run ended inside the traced range
+            jax.profiler.stop_trace()
         preemption.restore()
         logger.close()
     return {"step": step, "losses": losses}

@@ -9,6 +9,7 @@ import pytest
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils import splits
 from nuscenes.utils.data_classes import LidarPointCloud
+from nuscenes.utils.geometry_utils import points_in_box
 from PIL import Image
 from pyquaternion import Quaternion
 
@@ -114,9 +115,9 @@ def _depth_gt(dataroot, sample, channel) -> np.ndarray:
 
 
 def _interp_depth(depth_hw: np.ndarray, u_n: np.ndarray, v_n: np.ndarray):
-    """Depth at continuous pixel positions by bilinear interpolation of inverse depth between
-    pixel centres (exact on planes, where 1/z is affine in u, v); valid where all four
-    neighbours hit a surface."""
+    """GT depth at continuous pixel positions: bilinear interpolation of inverse depth between
+    the four nearest pixel centres, exact on a plane (where 1/z is affine in u, v). Valid where
+    all four hit a surface and are coplanar (no depth edge between them)."""
     x_n, y_n = u_n - 0.5, v_n - 0.5
     x0 = np.clip(np.floor(x_n).astype(int), 0, depth_hw.shape[1] - 2)
     y0 = np.clip(np.floor(y_n).astype(int), 0, depth_hw.shape[0] - 2)
@@ -129,31 +130,49 @@ def _interp_depth(depth_hw: np.ndarray, u_n: np.ndarray, v_n: np.ndarray):
     ]
     valid = np.all([c > 0 for c in corners], axis=0)
     inv = [1.0 / np.where(c > 0, c, 1.0) for c in corners]
+    valid &= np.abs(inv[0] + inv[3] - inv[1] - inv[2]) < 1e-3 * inv[0]  # affine: coplanar
     inv_depth = (inv[0] * (1 - fx) + inv[1] * fx) * (1 - fy) + (
         inv[2] * (1 - fx) + inv[3] * fx
     ) * fy
     return 1.0 / inv_depth, valid
 
 
+def _moving_vehicle_points(nusc, sample) -> np.ndarray:
+    """Mask of the key LiDAR points inside annotated boxes of moving vehicles."""
+    lidar_token = sample["data"]["LIDAR_TOP"]
+    path, boxes, _ = nusc.get_sample_data(lidar_token)  # boxes in the LiDAR frame
+    points_3n = LidarPointCloud.from_file(path).points[:3]
+    moving_n = np.zeros(points_3n.shape[1], dtype=bool)
+    for box in boxes:
+        attributes = nusc.get("sample_annotation", box.token)["attribute_tokens"]
+        if nusc.get("attribute", attributes[0])["name"] == "vehicle.moving":
+            moving_n |= points_in_box(box, points_3n, wlh_factor=1.2)
+    return moving_n
+
+
 def test_lidar_depth_matches_dense_gt_in_every_camera(nusc, dataroot):
-    """LiDAR points projected by the devkit (stored calibration, each sensor's own ego pose)
-    land where the GT depth is the point's depth: exact on most points, the rest on moving
-    cars (other timestamp) and depth edges. Using the LiDAR's ego pose for the cameras fails."""
+    """Key LiDAR points projected with the stored calibration and each sensor's own ego pose
+    land where the GT depth is the point's depth. Left out: moving vehicles (they moved between
+    the LiDAR and camera timestamps) and points the camera cannot see (GT closer: occluded by
+    parallax between the two sensors). Using the LiDAR's ego pose for the cameras fails."""
     for sample in nusc.sample:
+        moving_n = _moving_vehicle_points(nusc, sample)
         for channel in CAMERAS:
-            points, depths, _ = nusc.explorer.map_pointcloud_to_image(
-                sample["data"]["LIDAR_TOP"], sample["data"][channel]
-            )
+            index, u, v, depths = _project_key_lidar(nusc, sample, channel)
+            static = ~moving_n[index]
             depth_hw = _depth_gt(dataroot, sample, channel)
             assert depth_hw.shape == (HEIGHT, WIDTH) and depth_hw.dtype == np.float32
-            gt, valid = _interp_depth(depth_hw, points[0], points[1])
-            rel_err = np.abs(gt[valid] - depths[valid]) / depths[valid]
-            assert valid.mean() > 0.5 and (rel_err < 2e-3).mean() > 0.8, (channel, sample["token"])
-            assert np.median(rel_err) < 1e-4
+            gt, valid = _interp_depth(depth_hw, u[static], v[static])
+            seen = valid & (gt > depths[static] * (1 - 2e-3))
+            rel_err = np.abs(gt[seen] - depths[static][seen]) / depths[static][seen]
+            where = (channel, sample["token"])
+            assert seen.mean() > 0.4 and (rel_err < 2e-3).mean() > 0.9, where
+            assert np.median(rel_err) < 1e-4, where
 
 
 def _project_key_lidar(nusc, sample, cam) -> tuple[np.ndarray, ...]:
-    """(point index, u, v, depth) of the key LiDAR points that land in camera `cam`, moved
+    """(point index, u, v, depth) of the key LiDAR points that land in camera `cam` (u, v
+    continuous pixel coordinates, pixel centres at +0.5), moved
     lidar -> ego(lidar time) -> global -> ego(camera time) -> camera with the stored records."""
     lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
     cam_sd = nusc.get("sample_data", sample["data"][cam])
@@ -180,12 +199,7 @@ def _project_key_lidar(nusc, sample, cam) -> tuple[np.ndarray, ...]:
     with np.errstate(divide="ignore", invalid="ignore"):
         u, v = uvw[0] / d, uvw[1] / d
     keep = (d > 1.0) & (u >= 0) & (u < WIDTH) & (v >= 0) & (v < HEIGHT)
-    return (
-        np.nonzero(keep)[0],
-        np.floor(u[keep]).astype(int),
-        np.floor(v[keep]).astype(int),
-        d[keep],
-    )
+    return np.nonzero(keep)[0], u[keep], v[keep], d[keep]
 
 
 def test_surface_point_has_same_colour_in_two_cameras(nusc, dataroot):
@@ -206,7 +220,7 @@ def test_surface_point_has_same_colour_in_two_cameras(nusc, dataroot):
             colours, visible = [], np.ones(len(both), dtype=bool)
             for cam, (index, u, v, d) in zip(cams, views):
                 pos = np.searchsorted(index, both)
-                u, v, d = u[pos], v[pos], d[pos]
+                u, v, d = u[pos].astype(int), v[pos].astype(int), d[pos]
                 image = np.asarray(Image.open(nusc.get_sample_data_path(sample["data"][cam])))
                 colours.append(image[v, u].astype(float))
                 visible &= np.abs(_depth_gt(dataroot, sample, cam)[v, u] - d) < 0.02 * d
@@ -298,3 +312,10 @@ def test_failed_run_leaves_no_partial_dataset(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         synthetic_nuscenes.generate(tmp_path / "out", 1, 1, 32, 18)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_of_killed_runs_are_removed(tmp_path):
+    stale = tmp_path / ".out.partial-999999999"  # above Linux's pid_max: that process is gone
+    (stale / "samples").mkdir(parents=True)
+    synthetic_nuscenes.generate(tmp_path / "out", 1, 1, 32, 18)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -138,6 +138,7 @@ def test_cli_trains_on_a_converted_dataset(tmp_path, compilation_cache) -> None:
     workdir, log = tmp_path / "run", tmp_path / "child.log"
     args = ["-m", "mim4d_jax.train", "--config=configs/mim4d_tiny.py:test"]
     args += [f"--workdir={workdir}", f"--config.data.dir={tmp_path / 'data'}"]
+    args += ["--config.profile.start_step=2", "--config.profile.num_steps=1"]
     code, output = _finish(start_child(args, compilation_cache, log), log)
     assert code == 0, output
     assert "step 4/4" in output and "steps/s ETA" in output
@@ -145,3 +146,4 @@ def test_cli_trains_on_a_converted_dataset(tmp_path, compilation_cache) -> None:
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert all(np.isfinite(r["loss"]) for r in records)
     assert checkpoint.make_manager(workdir, read_only=True).all_steps() == [2, 4]
+    assert list((workdir / "profile").rglob("*.xplane.pb"))  # the jax.profiler trace of step 3

@@ -93,8 +93,10 @@ def _vehicle(p_r3, n_r3, index_r, prims: Primitives) -> np.ndarray:
     center_r3, half_r3 = prims.center_p3[index_r], prims.half_p3[index_r]
     yaw_r = prims.yaw_p[index_r]
     rel_z = (p_r3[:, 2] - (center_r3[:, 2] - half_r3[:, 2])) / (2 * half_r3[:, 2])
-    along = (np.cos(yaw_r) * (p_r3[:, 0] - center_r3[:, 0])
-             + np.sin(yaw_r) * (p_r3[:, 1] - center_r3[:, 1])) / half_r3[:, 0]
+    along = (
+        np.cos(yaw_r) * (p_r3[:, 0] - center_r3[:, 0])
+        + np.sin(yaw_r) * (p_r3[:, 1] - center_r3[:, 1])
+    ) / half_r3[:, 0]
     side = n_r3[:, 2] < 0.5
     glass = side & (rel_z > 0.58) & (rel_z < 0.92) & (np.abs(along) < 0.75)
     tyre = side & (rel_z < 0.28)
@@ -104,8 +106,9 @@ def _vehicle(p_r3, n_r3, index_r, prims: Primitives) -> np.ndarray:
     return out_r3
 
 
-def albedo(p_r3: np.ndarray, n_r3: np.ndarray, index_r: np.ndarray,
-           prims: Primitives) -> np.ndarray:
+def albedo(
+    p_r3: np.ndarray, n_r3: np.ndarray, index_r: np.ndarray, prims: Primitives
+) -> np.ndarray:
     """Surface colour in [0, 1] at hit points; index_r is the hit primitive (< 0: ground)."""
     out_r3 = np.empty_like(p_r3)
     material_r = np.full(len(index_r), MAT_GROUND)

@@ -98,8 +98,11 @@ def surface_normals(prims: Primitives, index_r: np.ndarray, points_r3: np.ndarra
     p_r = index_r[box]
     rel_r3 = points_r3[box] - prims.center_p3[p_r]
     c, s = np.cos(prims.yaw_p[p_r]), np.sin(prims.yaw_p[p_r])
-    local = (c * rel_r3[:, 0] + s * rel_r3[:, 1], -s * rel_r3[:, 0] + c * rel_r3[:, 1],
-             rel_r3[:, 2])
+    local = (
+        c * rel_r3[:, 0] + s * rel_r3[:, 1],
+        -s * rel_r3[:, 0] + c * rel_r3[:, 1],
+        rel_r3[:, 2],
+    )
     # The face whose normalised local coordinate is largest is the one that was hit.
     scaled = [np.abs(local[k]) / prims.half_p3[p_r, k] for k in range(3)]
     use_x = (scaled[0] >= scaled[1]) & (scaled[0] >= scaled[2])
@@ -107,7 +110,8 @@ def surface_normals(prims: Primitives, index_r: np.ndarray, points_r3: np.ndarra
     n_x = np.where(use_x, np.sign(local[0]), 0.0)
     n_y = np.where(use_y, np.sign(local[1]), 0.0)
     normal_r3[box] = np.column_stack(
-        [c * n_x - s * n_y, s * n_x + c * n_y, np.where(use_x | use_y, 0.0, np.sign(local[2]))])
+        [c * n_x - s * n_y, s * n_x + c * n_y, np.where(use_x | use_y, 0.0, np.sign(local[2]))]
+    )
     cylinder = kind_r == KIND_CYLINDER
     rel_r3 = points_r3[cylinder] - prims.center_p3[index_r[cylinder]]
     rel_r3[:, 2] = 0.0
@@ -121,8 +125,9 @@ def surface_normals(prims: Primitives, index_r: np.ndarray, points_r3: np.ndarra
 Block = tuple[int, slice, slice]
 
 
-def cast(origin_3: np.ndarray, dirs_hw3: np.ndarray, prims: Primitives,
-         blocks: Iterator[Block]) -> Hits:
+def cast(
+    origin_3: np.ndarray, dirs_hw3: np.ndarray, prims: Primitives, blocks: Iterator[Block]
+) -> Hits:
     """First hits of rays origin + t * dirs (world frame); `blocks` yields (primitive index,
     ray rows, ray cols) for every primitive that may be hit by those rays."""
     with np.errstate(divide="ignore"):

@@ -62,60 +62,122 @@ def _frame_times(samples: int, per_key: int, hz: int, offset_us: int) -> list[tu
 class SceneWriter:
     """Writes the blobs of one scene under `root` and its records into `tables`."""
 
-    def __init__(self, root: pathlib.Path, tables: Tables, world: World, spec: SceneSpec,
-                 cameras: list[rig.Camera]):
+    def __init__(
+        self,
+        root: pathlib.Path,
+        tables: Tables,
+        world: World,
+        spec: SceneSpec,
+        cameras: list[rig.Camera],
+    ):
         self.root, self.tables, self.world, self.spec, self.cameras = (
-            root, tables, world, spec, cameras)
+            root,
+            tables,
+            world,
+            spec,
+            cameras,
+        )
         self.key0_us = spec.start_us + PREFIX_US
         self.depth_index: dict[str, dict[str, str]] = {}
 
     def _t(self, timestamp_us: int) -> float:
         return (timestamp_us - self.spec.start_us) / 1e6
 
-    def _sample_data(self, channel: str, calib: str, m: int, timestamp_us: int, per_key: int,
-                     sample_tokens: list[str], filename: str, fileformat: str,
-                     size: tuple[int, int]) -> str:
+    def _sample_data(
+        self,
+        channel: str,
+        calib: str,
+        m: int,
+        timestamp_us: int,
+        per_key: int,
+        sample_tokens: list[str],
+        filename: str,
+        fileformat: str,
+        size: tuple[int, int],
+    ) -> str:
         ego = sensors.ego2global(self.world, self._t(timestamp_us))
         path = (self.spec.index, channel, m)
         token = self.tables.token(("sample_data", *path))
-        self.tables.add_record("ego_pose", token, timestamp=timestamp_us,
-                        rotation=quaternion_wxyz(ego[:3, :3]),
-                        translation=[float(v) for v in ego[:3, 3]])
+        self.tables.add_record(
+            "ego_pose",
+            token,
+            timestamp=timestamp_us,
+            rotation=quaternion_wxyz(ego[:3, :3]),
+            translation=[float(v) for v in ego[:3, 3]],
+        )
         # Sweeps belong to the next key frame's sample (ceil), like nuScenes.
         sample = sample_tokens[min(-(-m // per_key), len(sample_tokens) - 1)]
-        self.tables.add("sample_data", path, sample_token=sample, ego_pose_token=token,
-                        calibrated_sensor_token=calib, timestamp=timestamp_us,
-                        fileformat=fileformat, is_key_frame=m >= 0 and m % per_key == 0,
-                        height=size[1], width=size[0], filename=filename, prev="", next="")
+        self.tables.add(
+            "sample_data",
+            path,
+            sample_token=sample,
+            ego_pose_token=token,
+            calibrated_sensor_token=calib,
+            timestamp=timestamp_us,
+            fileformat=fileformat,
+            is_key_frame=m >= 0 and m % per_key == 0,
+            height=size[1],
+            width=size[0],
+            filename=filename,
+            prev="",
+            next="",
+        )
         return token
 
-    def _calibrated(self, channel: str, modality: str, sensor2ego_44: np.ndarray,
-                    intrinsic: list) -> str:
+    def _calibrated(
+        self, channel: str, modality: str, sensor2ego_44: np.ndarray, intrinsic: list
+    ) -> str:
         sensor = self.tables.token(("sensor", channel))
         if not self.tables.has("sensor", sensor):
             self.tables.add("sensor", (channel,), channel=channel, modality=modality)
         return self.tables.add(
-            "calibrated_sensor", (self.spec.index, channel), sensor_token=sensor,
+            "calibrated_sensor",
+            (self.spec.index, channel),
+            sensor_token=sensor,
             translation=[float(v) for v in sensor2ego_44[:3, 3]],
-            rotation=quaternion_wxyz(sensor2ego_44[:3, :3]), camera_intrinsic=intrinsic)
+            rotation=quaternion_wxyz(sensor2ego_44[:3, :3]),
+            camera_intrinsic=intrinsic,
+        )
 
     def write(self) -> None:
         spec, tables = self.spec, self.tables
-        log = tables.add("log", (spec.index,), logfile=spec.log_name, vehicle="n015",
-                         date_captured="2018-07-24", location="synthetic-grid-city")
+        log = tables.add(
+            "log",
+            (spec.index,),
+            logfile=spec.log_name,
+            vehicle="n015",
+            date_captured="2018-07-24",
+            location="synthetic-grid-city",
+        )
         map_token = tables.token(("map", spec.index))
         map_file = f"maps/{map_token}.png"
         cv2.imwrite(str(self.root / map_file), map_mask(self.world))
-        tables.add("map", (spec.index,), log_tokens=[log], category="semantic_prior",
-                   filename=map_file)
+        tables.add(
+            "map", (spec.index,), log_tokens=[log], category="semantic_prior", filename=map_file
+        )
         scene = tables.token(("scene", spec.index))
-        sample_tokens = [tables.add("sample", (spec.index, k), timestamp=self.key0_us +
-                                    k * KEY_INTERVAL_US, scene_token=scene, prev="", next="")
-                         for k in range(spec.samples)]
+        sample_tokens = [
+            tables.add(
+                "sample",
+                (spec.index, k),
+                timestamp=self.key0_us + k * KEY_INTERVAL_US,
+                scene_token=scene,
+                prev="",
+                next="",
+            )
+            for k in range(spec.samples)
+        ]
         tables.link("sample", sample_tokens)
-        tables.add("scene", (spec.index,), log_token=log, nbr_samples=spec.samples,
-                   first_sample_token=sample_tokens[0], last_sample_token=sample_tokens[-1],
-                   name=spec.name, description="synthetic grid city, day, sunny")
+        tables.add(
+            "scene",
+            (spec.index,),
+            log_token=log,
+            nbr_samples=spec.samples,
+            first_sample_token=sample_tokens[0],
+            last_sample_token=sample_tokens[-1],
+            name=spec.name,
+            description="synthetic grid city, day, sunny",
+        )
         key_idents = self._write_lidar(sample_tokens)
         for camera in self.cameras:
             self._write_camera(camera, sample_tokens)
@@ -125,23 +187,39 @@ class SceneWriter:
         return f"{folder}/{channel}/{self.spec.log_name}__{channel}__{timestamp_us}.{ext}"
 
     def _write_camera(self, camera: rig.Camera, sample_tokens: list[str]) -> None:
-        calib = self._calibrated(camera.channel, "camera", camera.cam2ego_44,
-                                 camera.intrinsic_33.tolist())
+        calib = self._calibrated(
+            camera.channel, "camera", camera.cam2ego_44, camera.intrinsic_33.tolist()
+        )
         chain = []
-        for m, dt_us in _frame_times(self.spec.samples, CAMERA_PER_KEY, rig.CAMERA_HZ,
-                                     camera.time_offset_us):
+        for m, dt_us in _frame_times(
+            self.spec.samples, CAMERA_PER_KEY, rig.CAMERA_HZ, camera.time_offset_us
+        ):
             timestamp = self.key0_us + dt_us
             key = m >= 0 and m % CAMERA_PER_KEY == 0
-            filename = self._blob_name("samples" if key else "sweeps", camera.channel,
-                                       timestamp, "jpg")
+            filename = self._blob_name(
+                "samples" if key else "sweeps", camera.channel, timestamp, "jpg"
+            )
             rgb_hw3, depth_hw = sensors.render_camera(self.world, camera, self._t(timestamp))
-            cv2.imwrite(str(self.root / filename), rgb_hw3[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            chain.append(self._sample_data(camera.channel, calib, m, timestamp, CAMERA_PER_KEY,
-                                           sample_tokens, filename, "jpg",
-                                           (camera.width, camera.height)))
+            cv2.imwrite(
+                str(self.root / filename),
+                rgb_hw3[..., ::-1],
+                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+            )
+            chain.append(
+                self._sample_data(
+                    camera.channel,
+                    calib,
+                    m,
+                    timestamp,
+                    CAMERA_PER_KEY,
+                    sample_tokens,
+                    filename,
+                    "jpg",
+                    (camera.width, camera.height),
+                )
+            )
             if key:
-                depth_file = f"depth_gt/{filename[:-len('.jpg')]}.npy"
+                depth_file = f"depth_gt/{filename[: -len('.jpg')]}.npy"
                 np.save(self.root / depth_file, depth_hw)
                 sample = sample_tokens[m // CAMERA_PER_KEY]
                 self.depth_index.setdefault(sample, {})[camera.channel] = depth_file
@@ -154,13 +232,26 @@ class SceneWriter:
         for m, dt_us in _frame_times(self.spec.samples, LIDAR_PER_KEY, rig.LIDAR_HZ, 0):
             timestamp = self.key0_us + dt_us
             key = m >= 0 and m % LIDAR_PER_KEY == 0
-            filename = self._blob_name("samples" if key else "sweeps", rig.LIDAR_CHANNEL,
-                                       timestamp, "pcd.bin")
-            points_n5, ident_n = sensors.scan_lidar(self.world, self._t(timestamp),
-                                                    LIDAR_AZIMUTH_STEPS)
+            filename = self._blob_name(
+                "samples" if key else "sweeps", rig.LIDAR_CHANNEL, timestamp, "pcd.bin"
+            )
+            points_n5, ident_n = sensors.scan_lidar(
+                self.world, self._t(timestamp), LIDAR_AZIMUTH_STEPS
+            )
             points_n5.tofile(self.root / filename)
-            chain.append(self._sample_data(rig.LIDAR_CHANNEL, calib, m, timestamp,
-                                           LIDAR_PER_KEY, sample_tokens, filename, "pcd", (0, 0)))
+            chain.append(
+                self._sample_data(
+                    rig.LIDAR_CHANNEL,
+                    calib,
+                    m,
+                    timestamp,
+                    LIDAR_PER_KEY,
+                    sample_tokens,
+                    filename,
+                    "pcd",
+                    (0, 0),
+                )
+            )
             if key:
                 key_idents.append(ident_n)
         self.tables.link("sample_data", chain)
@@ -181,18 +272,31 @@ class SceneWriter:
                 half_3 = veh.half_v3[v]
                 instance = tables.token(("instance", spec.index, int(v)))
                 token = tables.add(
-                    "sample_annotation", (spec.index, int(v), k), sample_token=sample,
-                    instance_token=instance, visibility_token="4" if counts_v[v] > 20 else "2",
-                    attribute_tokens=[tables.attribute_tokens[
-                        "vehicle.moving" if moving else "vehicle.parked"]],
+                    "sample_annotation",
+                    (spec.index, int(v), k),
+                    sample_token=sample,
+                    instance_token=instance,
+                    visibility_token="4" if counts_v[v] > 20 else "2",
+                    attribute_tokens=[
+                        tables.attribute_tokens["vehicle.moving" if moving else "vehicle.parked"]
+                    ],
                     translation=[float(c) for c in centers_v3[v]],
                     size=[float(2 * half_3[1]), float(2 * half_3[0]), float(2 * half_3[2])],
                     rotation=[float(q) for q in rig.yaw_quaternion(veh.yaw_v[v]).elements],
-                    prev="", next="", num_lidar_pts=int(counts_v[v]), num_radar_pts=0)
+                    prev="",
+                    next="",
+                    num_lidar_pts=int(counts_v[v]),
+                    num_radar_pts=0,
+                )
                 per_vehicle.setdefault(int(v), []).append(token)
         for v, anns in per_vehicle.items():
             tables.link("sample_annotation", anns)
             category = "vehicle.truck" if veh.is_truck_v[v] else "vehicle.car"
-            tables.add("instance", (spec.index, v), category_token=tables.category_tokens[category],
-                       nbr_annotations=len(anns), first_annotation_token=anns[0],
-                       last_annotation_token=anns[-1])
+            tables.add(
+                "instance",
+                (spec.index, v),
+                category_token=tables.category_tokens[category],
+                nbr_annotations=len(anns),
+                first_annotation_token=anns[0],
+                last_annotation_token=anns[-1],
+            )

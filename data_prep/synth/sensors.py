@@ -27,8 +27,9 @@ def render_camera(world: World, camera: rig.Camera, t: float) -> tuple[np.ndarra
     origin_3 = cam2world_44[:3, 3]
     dirs_hw3 = rig.camera_directions(camera) @ cam2world_44[:3, :3].T
     prims = world.primitives_at(t)
-    blocks = raycast.camera_blocks(prims, world2cam_44, camera.intrinsic_33, camera.width,
-                                   camera.height)
+    blocks = raycast.camera_blocks(
+        prims, world2cam_44, camera.intrinsic_33, camera.width, camera.height
+    )
     hits = raycast.cast(origin_3, dirs_hw3, prims, blocks)
     hit_hw = np.isfinite(hits.t_hw)
     rgb_hw3 = np.empty((camera.height, camera.width, 3))

@@ -8,8 +8,19 @@ import numpy as np
 from pyquaternion import Quaternion
 
 TABLE_NAMES = (
-    "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose",
-    "log", "scene", "sample", "sample_data", "sample_annotation", "map",
+    "category",
+    "attribute",
+    "visibility",
+    "instance",
+    "sensor",
+    "calibrated_sensor",
+    "ego_pose",
+    "log",
+    "scene",
+    "sample",
+    "sample_data",
+    "sample_annotation",
+    "map",
 )
 CATEGORIES = {
     "vehicle.car": "Vehicle designed primarily for personal use.",
@@ -38,13 +49,18 @@ class Tables:
         self._seed = seed
         self.records: dict[str, list[dict]] = {name: [] for name in TABLE_NAMES}
         self._by_token: dict[tuple[str, str], dict] = {}
-        self.category_tokens = {n: self.add("category", ("category", n), name=n, description=d)
-                                for n, d in CATEGORIES.items()}
-        self.attribute_tokens = {n: self.add("attribute", ("attribute", n), name=n, description=d)
-                                 for n, d in ATTRIBUTES.items()}
+        self.category_tokens = {
+            n: self.add("category", ("category", n), name=n, description=d)
+            for n, d in CATEGORIES.items()
+        }
+        self.attribute_tokens = {
+            n: self.add("attribute", ("attribute", n), name=n, description=d)
+            for n, d in ATTRIBUTES.items()
+        }
         for token, level in VISIBILITIES.items():
-            self.add_record("visibility", token, level=level,
-                            description=f"visibility of an instance: {level}")
+            self.add_record(
+                "visibility", token, level=level, description=f"visibility of an instance: {level}"
+            )
 
     def token(self, path: tuple) -> str:
         return hashlib.md5("/".join(map(str, (self._seed, *path))).encode()).hexdigest()

@@ -23,12 +23,27 @@ KIND_BOX, KIND_CYLINDER, KIND_SPHERE = 0, 1, 2
 MAT_GROUND, MAT_BUILDING, MAT_VEHICLE, MAT_POLE, MAT_TRUNK, MAT_FOLIAGE = range(6)
 _DIRS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])  # CCW order
 _CAR_COLOURS = np.array(
-    [[0.9, 0.9, 0.88], [0.08, 0.08, 0.1], [0.6, 0.62, 0.65], [0.7, 0.1, 0.1], [0.1, 0.25, 0.6],
-     [0.1, 0.4, 0.2], [0.85, 0.7, 0.1], [0.45, 0.3, 0.2]]
+    [
+        [0.9, 0.9, 0.88],
+        [0.08, 0.08, 0.1],
+        [0.6, 0.62, 0.65],
+        [0.7, 0.1, 0.1],
+        [0.1, 0.25, 0.6],
+        [0.1, 0.4, 0.2],
+        [0.85, 0.7, 0.1],
+        [0.45, 0.3, 0.2],
+    ]
 )
 _FACADE_COLOURS = np.array(
-    [[0.75, 0.68, 0.55], [0.6, 0.35, 0.3], [0.8, 0.8, 0.78], [0.5, 0.55, 0.6], [0.7, 0.55, 0.4],
-     [0.45, 0.45, 0.5], [0.85, 0.75, 0.6]]
+    [
+        [0.75, 0.68, 0.55],
+        [0.6, 0.35, 0.3],
+        [0.8, 0.8, 0.78],
+        [0.5, 0.55, 0.6],
+        [0.7, 0.55, 0.4],
+        [0.45, 0.45, 0.5],
+        [0.85, 0.75, 0.6],
+    ]
 )
 
 
@@ -53,8 +68,10 @@ class Primitives:
     @staticmethod
     def concat(parts: list["Primitives"]) -> "Primitives":
         return Primitives(
-            *(np.concatenate([getattr(p, f.name) for p in parts])
-              for f in dataclasses.fields(Primitives))
+            *(
+                np.concatenate([getattr(p, f.name) for p in parts])
+                for f in dataclasses.fields(Primitives)
+            )
         )
 
 
@@ -159,7 +176,7 @@ def _dense_route(points_k2: np.ndarray, headings_l: np.ndarray) -> tuple[np.ndar
         sign = np.sign(d_in[0] * d_out[1] - d_in[1] * d_out[0])  # +1 left turn (CCW)
         centre = corner - TURN_RADIUS * d_in + TURN_RADIUS * d_out
         a0 = np.arctan2(-d_out[1], -d_out[0])
-        angle_m = a0 + sign * np.linspace(0.0, np.pi / 2, 24, endpoint=False)
+        angle_m = a0 + sign * np.linspace(0.0, np.pi / 2, 64, endpoint=False)
         xy.append(centre + TURN_RADIUS * np.stack([np.cos(angle_m), np.sin(angle_m)], axis=1))
         yaw.append(angle_m + sign * np.pi / 2)
         start = corner + TURN_RADIUS * d_out
@@ -172,8 +189,15 @@ def _prims(kind: int, material: int, rows: list[tuple], ident0: int) -> Primitiv
     """rows: (cx, cy, cz, hx, hy, hz, yaw, r, g, b)."""
     a = np.array(rows, dtype=np.float64).reshape(-1, 10)
     n = len(a)
-    return Primitives(np.full(n, kind), a[:, 0:3], a[:, 3:6], a[:, 6], np.full(n, material),
-                      a[:, 7:10], ident0 + np.arange(n))
+    return Primitives(
+        np.full(n, kind),
+        a[:, 0:3],
+        a[:, 3:6],
+        a[:, 6],
+        np.full(n, material),
+        a[:, 7:10],
+        ident0 + np.arange(n),
+    )
 
 
 def _near_intersection(along: float, margin: float) -> bool:
@@ -204,17 +228,48 @@ def _street_furniture(rng, lo_2, hi_2) -> tuple[list, list, list, list]:
                     if u < 0.09:
                         r, trunk_h = rng.uniform(1.4, 2.3), rng.uniform(2.2, 3.2)
                         offset = side * (ROAD_HALF + 2.6)
-                        trunks.append([*_place(axis, line, offset, along, trunk_h / 2),
-                                       0.2, 0.2, trunk_h / 2, 0.0, 0.35, 0.24, 0.14])
+                        trunks.append(
+                            [
+                                *_place(axis, line, offset, along, trunk_h / 2),
+                                0.2,
+                                0.2,
+                                trunk_h / 2,
+                                0.0,
+                                0.35,
+                                0.24,
+                                0.14,
+                            ]
+                        )
                         green = rng.uniform(0.7, 1.2) * np.array([0.2, 0.45, 0.15])
-                        crowns.append([*_place(axis, line, offset, along, trunk_h + 0.7 * r),
-                                       r, r, r, 0.0, *green])
+                        crowns.append(
+                            [
+                                *_place(axis, line, offset, along, trunk_h + 0.7 * r),
+                                r,
+                                r,
+                                r,
+                                0.0,
+                                *green,
+                            ]
+                        )
                     elif u < 0.13:
                         h = rng.uniform(5.0, 8.0)
-                        poles.append([*_place(axis, line, side * (ROAD_HALF + 0.5), along, h / 2),
-                                      0.12, 0.12, h / 2, 0.0, 0.5, 0.5, 0.52])
-                    if (rng.uniform() < 0.25 and along - last_parked > 9.0  # trucks are 8 m
-                            and not _near_intersection(along, ROAD_HALF + 8.0)):
+                        poles.append(
+                            [
+                                *_place(axis, line, side * (ROAD_HALF + 0.5), along, h / 2),
+                                0.12,
+                                0.12,
+                                h / 2,
+                                0.0,
+                                0.5,
+                                0.5,
+                                0.52,
+                            ]
+                        )
+                    if (
+                        rng.uniform() < 0.25
+                        and along - last_parked > 9.0  # trucks are 8 m
+                        and not _near_intersection(along, ROAD_HALF + 8.0)
+                    ):
                         last_parked = along
                         curb = side * (ROAD_HALF - 1.3)
                         parked.append((_place(axis, line, curb, along, 0.0), yaw))
@@ -244,8 +299,18 @@ def _buildings(rng, lo_2, hi_2) -> tuple[list, list, list]:
                     colour = _FACADE_COLOURS[rng.integers(len(_FACADE_COLOURS))]
                     colour = np.clip(colour * rng.uniform(0.85, 1.15, 3), 0, 1)
                     sx, sy = lot - s0[0] - s1[0], lot - s0[1] - s1[1]
-                    boxes.append([x0 + s0[0] + sx / 2, y0 + s0[1] + sy / 2, h / 2, sx / 2, sy / 2,
-                                  h / 2, 0.0, *colour])
+                    boxes.append(
+                        [
+                            x0 + s0[0] + sx / 2,
+                            y0 + s0[1] + sy / 2,
+                            h / 2,
+                            sx / 2,
+                            sy / 2,
+                            h / 2,
+                            0.0,
+                            *colour,
+                        ]
+                    )
     return boxes, trunks, crowns
 
 
@@ -254,18 +319,23 @@ def _vehicle_rows(rng, parked: list, moving: list) -> Vehicles:
     rows = []
     for (p, yaw), speed in [(s, 0.0) for s in parked] + moving:
         truck = rng.uniform() < 0.12
-        half = [4.0, 1.25, 1.6] if truck else [rng.uniform(2.1, 2.5), rng.uniform(0.9, 1.0),
-                                                rng.uniform(0.75, 0.95)]
+        half = (
+            [4.0, 1.25, 1.6]
+            if truck
+            else [rng.uniform(2.1, 2.5), rng.uniform(0.9, 1.0), rng.uniform(0.75, 0.95)]
+        )
         colour = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))] * rng.uniform(0.9, 1.1)
         rows.append([p[0], p[1], half[2], *half, yaw, speed, *np.clip(colour, 0, 1), float(truck)])
     a = np.array(rows, dtype=np.float64).reshape(-1, 12)
     velocity = np.stack([a[:, 7] * np.cos(a[:, 6]), a[:, 7] * np.sin(a[:, 6]), 0 * a[:, 7]], axis=1)
-    return Vehicles(a[:, 0:3], velocity, a[:, 3:6], a[:, 6], a[:, 8:11], a[:, 11] > 0,
-                    np.arange(len(a)))
+    return Vehicles(
+        a[:, 0:3], velocity, a[:, 3:6], a[:, 6], a[:, 8:11], a[:, 11] > 0, np.arange(len(a))
+    )
 
 
 def _moving_slots(rng, ego_xy_m2: np.ndarray, duration: float, lo_2, hi_2, count: int) -> list:
-    """Vehicles driving straight along lane centres; rejected if they ever come near the ego."""
+    """Vehicles driving straight along lane centres (oncoming and crossing traffic too);
+    rejected if they would ever overlap the ego (within 7 m along and 2.6 m across them)."""
     slots = []
     times_m = np.linspace(0.0, duration, len(ego_xy_m2))
     for _ in range(count * 20):
@@ -279,8 +349,9 @@ def _moving_slots(rng, ego_xy_m2: np.ndarray, duration: float, lo_2, hi_2, count
         p[axis] = line + LANE_OFFSET * (d[1] if axis == 0 else -d[0])
         p[1 - axis] = rng.uniform(lo_2[1 - axis], hi_2[1 - axis])
         speed = rng.uniform(4.0, 9.0)
-        path_m2 = p + times_m[:, None] * speed * d
-        if np.min(np.linalg.norm(path_m2 - ego_xy_m2, axis=1)) < 8.0:
+        rel_m2 = ego_xy_m2 - (p + times_m[:, None] * speed * d)
+        along_m, across_m = rel_m2 @ d, rel_m2 @ np.array([-d[1], d[0]])
+        if np.any((np.abs(along_m) < 7.0) & (np.abs(across_m) < 2.6)):
             continue
         slots.append(((p, np.arctan2(d[1], d[0])), speed))
     return slots
@@ -301,8 +372,17 @@ def build_world(seed: int, duration: float, moving_vehicles: int = 8) -> World:
     boxes, park_trunks, park_crowns = _buildings(rng, lo_2, hi_2)
     times_m = np.linspace(0.0, duration, max(2, int(duration * 10)))
     ego_xy_m2 = np.stack([np.interp(EGO_SPEED * times_m, s_n, xy_n2[:, k]) for k in range(2)], 1)
-    moving = _moving_slots(rng, ego_xy_m2, duration, lo_2, hi_2, moving_vehicles)
+    # Traffic starts within 40 m of the route so that most of it is in view.
+    moving = _moving_slots(
+        rng,
+        ego_xy_m2,
+        duration,
+        xy_n2.min(axis=0) - 40.0,
+        xy_n2.max(axis=0) + 40.0,
+        moving_vehicles,
+    )
     vehicles = _vehicle_rows(rng, parked, moving)
+    # Vehicle idents are 0..V-1, the rest follow: a hit's ident names the annotated vehicle.
     parts, ident = [], len(vehicles.yaw_v)
     for kind, material, rows in [
         (KIND_BOX, MAT_BUILDING, boxes),
@@ -312,7 +392,5 @@ def build_world(seed: int, duration: float, moving_vehicles: int = 8) -> World:
     ]:
         parts.append(_prims(kind, material, rows, ident))
         ident += len(rows)
-    # Vehicle ids come first (0..V-1) so a hit's ident tells the annotation it belongs to.
-    vehicles = dataclasses.replace(vehicles, ident_v=np.arange(len(vehicles.yaw_v)))
     extent = (float(hi_2[0]), float(hi_2[1]))  # lo_2 >= 0: the map starts at global (0, 0)
     return World(s_n, xy_n2, yaw_n, Primitives.concat(parts), vehicles, extent)

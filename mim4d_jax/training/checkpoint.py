@@ -108,9 +108,8 @@ def _shape_mismatches(saved: Any, expected: Any, item: str) -> list[str]:
     problems += [f"{item}{k}: in checkpoint, not in model" for k in saved_flat if k not in exp_flat]
     for key, leaf in exp_flat.items():
         if key in saved_flat and tuple(saved_flat[key].shape) != tuple(leaf.shape):
-            problems.append(
-                f"{item}{key}: checkpoint {tuple(saved_flat[key].shape)} vs config {tuple(leaf.shape)}"
-            )
+            saved_shape = tuple(saved_flat[key].shape)
+            problems.append(f"{item}{key}: checkpoint {saved_shape} vs config {tuple(leaf.shape)}")
     return problems
 
 
@@ -140,8 +139,9 @@ def check_compatible(
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise ValueError(
-            f"checkpoint step {step} in {workdir} does not match the config's model:\n  {shown}{more}\n"
-            "Use a fresh --workdir for a different model, or the config the workdir was trained with."
+            f"checkpoint step {step} in {workdir} does not match the config's model:"
+            f"\n  {shown}{more}\nUse a fresh --workdir for a different model, or the config "
+            "the workdir was trained with."
         )
 
 

@@ -74,7 +74,8 @@ def resolve_mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> tuple
     shape = tuple(int(sizes[name]) for name in MESH_AXES)
     if math.prod(shape) != num_devices:
         raise ValueError(
-            f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, have {num_devices}"
+            f"mesh {dict(zip(MESH_AXES, shape, strict=True))} needs {math.prod(shape)} devices, "
+            f"have {num_devices}"
         )
     return shape
 
