@@ -26,7 +26,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.data.image_size = (160, 90)
     c.data.pad_size = (160, 96)
     c.data.num_rays = 128
-    c.data.shuffle_buffer = 64
+    c.data.shuffle_buffer = 64  # unused (see configs/mim4d_vs01.py)
 
     c.model.backbone = "tiny"
     c.model.drop_path_rate = 0.0

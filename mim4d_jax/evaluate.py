@@ -133,7 +133,7 @@ def run(
     params, bstats, step = load_params(config, workdir, step)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))
     image_wh = tuple(int(v) for v in config.data.image_size)
-    stride = stride or max(1, image_wh[0] // 100)
+    stride = stride or -(-image_wh[0] // 100)  # rendered images at most 100 px wide
     uv_hw2 = camera_rays.pixel_grid(image_wh, stride)
     out_hw = uv_hw2.shape[:2]
     evaluate = make_eval_fn(config, graphdef, uv_hw2)

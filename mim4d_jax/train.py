@@ -199,6 +199,19 @@ def _train_loop(
     return {"step": step, "losses": losses}
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with a one-line error instead of a traceback for a --config.KEY
+    override that names no key of the (locked) config."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f"FATAL flags parsing error: {error}")
+    except (AttributeError, KeyError) as error:
+        key = str(error.args[0] if error.args else error).strip("'\"")
+        overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+        sys.exit(f"FATAL unknown config key '{key}' (overrides given: {', '.join(overrides)})")
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -221,4 +234,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

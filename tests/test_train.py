@@ -7,6 +7,7 @@ Subprocess tests (SIGKILL, SIGTERM, two processes, the CLI) are in test_train_sl
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from mim4d_jax.training import backbone_init, checkpoint, dry_run
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import optimizer as optim_lib
 from mim4d_jax.training import step as step_lib
+from mim4d_jax.training.metrics import MetricsLogger
 
 
 def _leaves_close(a, b, **tol) -> None:
@@ -247,3 +249,39 @@ def test_merge_backbone_replaces_all_and_rejects_misfits() -> None:
         backbone_init.merge_backbone(params, {"stages": {"0": {"w": np.ones((3, 2))}}}, shardings)
     with pytest.raises(ValueError, match="missing"):
         backbone_init.merge_backbone(params, {"stages": {}}, shardings)
+
+
+def test_metrics_logger_is_one_step_late_and_writes_images(tmp_path) -> None:
+    import tensorflow as tf
+
+    logger = MetricsLogger(tmp_path, total_steps=2, log_every=1, image_log_every=2, start_step=0)
+
+    def metrics(loss: float) -> dict:
+        images = {"rgb": np.full((2, 4, 4, 3), 0.5), "depth": np.arange(16.0).reshape(4, 4)}
+        scalars = {"loss": loss, "grad_norm": 1.0, "lr": 0.25, "rgb_loss": loss / 2}
+        return {
+            **{k: jax.numpy.asarray(v) for k, v in scalars.items()},
+            "finite": jax.numpy.asarray(np.isfinite(loss)),
+            "images": images,
+        }
+
+    assert logger.push(1, metrics(3.0)) is None  # nothing read until step 2 is queued
+    assert logger.push(2, metrics(np.nan)) == {
+        "step": 1,
+        "loss": 3.0,
+        "grad_norm": 1.0,
+        "lr": 0.25,
+        "rgb_loss": 1.5,
+        "finite": True,
+    }
+    assert logger.flush()["finite"] is False
+    logger.close()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2] and lines[0]["loss"] == 3.0
+    tags = {
+        value.tag
+        for path in (tmp_path / "tensorboard").iterdir()
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    assert {"loss", "rgb_loss", "lr", "render/rgb", "render/depth"} <= tags
