@@ -118,7 +118,7 @@ def _interp_depth(depth_hw: np.ndarray, u_n: np.ndarray, v_n: np.ndarray):
     """GT depth at continuous pixel positions: bilinear interpolation of inverse depth between
     the four nearest pixel centres, exact on a plane (where 1/z is affine in u, v). Valid where
     all four hit a surface and are coplanar (no depth edge between them)."""
-    x_n, y_n = u_n - 0.5, v_n - 0.5
+    x_n, y_n = u_n, v_n  # pixel centres at integer coordinates
     x0 = np.clip(np.floor(x_n).astype(int), 0, depth_hw.shape[1] - 2)
     y0 = np.clip(np.floor(y_n).astype(int), 0, depth_hw.shape[0] - 2)
     fx, fy = np.clip(x_n - x0, 0, 1), np.clip(y_n - y0, 0, 1)
@@ -172,7 +172,7 @@ def test_lidar_depth_matches_dense_gt_in_every_camera(nusc, dataroot):
 
 def _project_key_lidar(nusc, sample, cam) -> tuple[np.ndarray, ...]:
     """(point index, u, v, depth) of the key LiDAR points that land in camera `cam` (u, v
-    continuous pixel coordinates, pixel centres at +0.5), moved
+    continuous pixel coordinates, pixel centres at integers), moved
     lidar -> ego(lidar time) -> global -> ego(camera time) -> camera with the stored records."""
     lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
     cam_sd = nusc.get("sample_data", sample["data"][cam])
@@ -198,7 +198,7 @@ def _project_key_lidar(nusc, sample, cam) -> tuple[np.ndarray, ...]:
     uvw = k_33 @ pc.points[:3]
     with np.errstate(divide="ignore", invalid="ignore"):
         u, v = uvw[0] / d, uvw[1] / d
-    keep = (d > 1.0) & (u >= 0) & (u < WIDTH) & (v >= 0) & (v < HEIGHT)
+    keep = (d > 1.0) & (u >= -0.5) & (u < WIDTH - 0.5) & (v >= -0.5) & (v < HEIGHT - 0.5)
     return np.nonzero(keep)[0], u[keep], v[keep], d[keep]
 
 
@@ -220,7 +220,7 @@ def test_surface_point_has_same_colour_in_two_cameras(nusc, dataroot):
             colours, visible = [], np.ones(len(both), dtype=bool)
             for cam, (index, u, v, d) in zip(cams, views):
                 pos = np.searchsorted(index, both)
-                u, v, d = u[pos].astype(int), v[pos].astype(int), d[pos]
+                u, v, d = np.rint(u[pos]).astype(int), np.rint(v[pos]).astype(int), d[pos]
                 image = np.asarray(Image.open(nusc.get_sample_data_path(sample["data"][cam])))
                 colours.append(image[v, u].astype(float))
                 visible &= np.abs(_depth_gt(dataroot, sample, cam)[v, u] - d) < 0.02 * d

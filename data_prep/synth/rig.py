@@ -102,11 +102,13 @@ def lidar_directions(azimuth_steps: int) -> np.ndarray:
 def camera_directions(camera: Camera) -> np.ndarray:
     """Pixel-centre ray directions (H, W, 3) in the camera frame with z = 1.
 
+    Pixel centres sit at integer (u, v), the convention of nuScenes/OpenCV intrinsics and of
+    the input pipeline, so K maps a point straight onto the index of the pixel that sees it.
     With z = 1 the ray parameter of a hit is its camera z-depth, which is what the depth maps store.
     """
     k = camera.intrinsic_33
-    u_w = (np.arange(camera.width) + 0.5 - k[0, 2]) / k[0, 0]
-    v_h = (np.arange(camera.height) + 0.5 - k[1, 2]) / k[1, 1]
+    u_w = (np.arange(camera.width) - k[0, 2]) / k[0, 0]
+    v_h = (np.arange(camera.height) - k[1, 2]) / k[1, 1]
     dirs_hw3 = np.empty((camera.height, camera.width, 3))
     dirs_hw3[..., 0] = u_w[None, :]
     dirs_hw3[..., 1] = v_h[:, None]
