@@ -160,3 +160,13 @@ def test_param_count_abstract(variant: str) -> None:
     assert count == _count_from_definition(*convnext.VARIANTS[variant])
     if variant == "S":
         assert count == CONVNEXT_S_PARAMS
+
+
+def test_frozen_stages_have_no_stochastic_depth():
+    """The reference keeps frozen stages in eval mode: no DropPath there."""
+    model = nnx.eval_shape(
+        lambda: MaskedConvNeXt("tiny", drop_path_rate=0.5, frozen_stages=1, rngs=nnx.Rngs(0))
+    )
+    depths = model.depths
+    assert all(rate == 0.0 for rate in model.drop_rates[: depths[0]])
+    assert all(rate > 0.0 for rate in model.drop_rates[depths[0] :])

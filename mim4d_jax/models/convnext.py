@@ -142,9 +142,12 @@ class MaskedConvNeXt(nnx.Module):
         *,
         drop_path_rate: float = 0.0,
         layer_scale_init: float = 1e-6,
+        frozen_stages: int = 0,
         compute_dtype: Dtype | str = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
+        """`frozen_stages` (the optimiser freezes their weights) also switches off their
+        stochastic depth: the reference keeps frozen stages in eval mode."""
         depths, dims = _lookup(variant)
         compute_dtype = jnp.dtype(compute_dtype)  # config passes a name such as "bfloat16"
         self.depths: tuple[int, ...] = depths
@@ -152,8 +155,10 @@ class MaskedConvNeXt(nnx.Module):
         self.compute_dtype = compute_dtype
         # Linear stochastic-depth schedule over all blocks (timm/ConvNeXt convention).
         total = sum(depths)
+        frozen_blocks = sum(depths[:frozen_stages])
         self.drop_rates: tuple[float, ...] = tuple(
-            drop_path_rate * i / max(total - 1, 1) for i in range(total)
+            0.0 if i < frozen_blocks else drop_path_rate * i / max(total - 1, 1)
+            for i in range(total)
         )
 
         def conv(cin: int, cout: int, k: int) -> nnx.Conv:

@@ -52,6 +52,7 @@ class MIM4D(nnx.Module):
             m.backbone,
             drop_path_rate=float(m.drop_path_rate),
             layer_scale_init=float(m.layer_scale_init),
+            frozen_stages=int(m.frozen_stages),
             compute_dtype=dtype,
             rngs=rngs,
         )
