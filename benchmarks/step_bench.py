@@ -58,6 +58,7 @@ def random_batch(config, sharding: jax.sharding.NamedSharding) -> dict[str, jax.
     batch["ray_dir"] /= np.linalg.norm(batch["ray_dir"], axis=-1, keepdims=True)
     batch["ray_rgb"] = rng.uniform(size=shapes["ray_rgb"].shape).astype(np.float32)
     batch["ray_depth"] = rng.uniform(3.0, 40.0, size=shapes["ray_depth"].shape).astype(np.float32)
+    batch["temporal_valid"] = np.ones(shapes["temporal_valid"].shape, np.float32)
     eye = np.eye(4, dtype=np.float32)
     batch["lidar2img"] = np.broadcast_to(eye, shapes["lidar2img"].shape).copy()
     batch["vol2ref"] = np.broadcast_to(eye, shapes["vol2ref"].shape).copy()

@@ -38,8 +38,7 @@ def loss_fn(
 ) -> tuple[jax.Array, dict]:
     """(total loss, aux) for a batch laid out as in docs/architecture.md.
 
-    aux["losses"] holds the four terms averaged over targets and batch; aux["renders"] the
-    rendered RGB/depth of the last target (for image logging and evaluation).
+    aux["losses"] holds the four terms averaged over targets and batch.
     """
     drop_rng = render_rng = None
     if rng is not None:
@@ -52,6 +51,9 @@ def loss_fn(
         train=train,
     )
     batch_idx = jnp.arange(vols_btzyxc.shape[0])
+    # Samples without real history fall back to the direct volume alone, counted under both
+    # names (the reference's is_hop=False): no temporal target made of repeated frames.
+    temporal_b = batch["temporal_valid"] > 0
     sums = dict.fromkeys(LOSS_TERMS, 0.0)
     for i in range(NUM_TARGETS):
         key_b = batch["target_frames"][:, i]
@@ -59,6 +61,7 @@ def loss_fn(
             "": vols_btzyxc[batch_idx, key_b],
             "_adj": model.predict(vols_btzyxc, batch["vol2ref"], key_b),
         }
+        per_sample = {}
         for j, (suffix, vol_bzyxc) in enumerate(volumes.items()):
             key = None if render_rng is None else jax.random.fold_in(render_rng, 2 * i + j)
             pred = render_batch(
@@ -69,7 +72,12 @@ def loss_fn(
                     p, rgb, depth, model.render_cfg, model.model_cfg
                 )
             )(pred, batch["ray_rgb"][:, i], batch["ray_depth"][:, i])
-            for name, value_b in losses.items():
-                sums[name + suffix] = sums[name + suffix] + jnp.mean(value_b) / NUM_TARGETS
+            per_sample.update({name + suffix: value_b for name, value_b in losses.items()})
+        for name in ("rgb_loss", "depth_loss"):
+            per_sample[name + "_adj"] = jnp.where(
+                temporal_b, per_sample[name + "_adj"], per_sample[name]
+            )
+        for name, value_b in per_sample.items():
+            sums[name] = sums[name] + jnp.mean(value_b) / NUM_TARGETS
     total = sum(sums.values())
     return total, {"losses": sums}

@@ -75,6 +75,7 @@ def test_batches_are_sharded_global_arrays_of_the_contract(dataset_root):
         "ray_dir": ((b, 2, n * r, 3), np.float32),
         "ray_rgb": ((b, 2, n * r, 3), np.float32),
         "ray_depth": ((b, 2, n * r), np.float32),
+        "temporal_valid": ((b,), np.float32),
     }
     assert set(batch) == set(expected)
     for key, (shape, dtype) in expected.items():

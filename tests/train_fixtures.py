@@ -116,6 +116,7 @@ def example(config: ml_collections.ConfigDict, seed: int, index: int) -> dict[st
         "ray_dir": dirs.astype(np.float32),
         "ray_rgb": rng.uniform(size=(2, n * rays, 3)).astype(np.float32),
         "ray_depth": depth.astype(np.float32),
+        "temporal_valid": np.float32(1.0),
     }
 
 

@@ -85,6 +85,12 @@ def parse_clip(
             )
         jpegs.append(cam_jpegs[:frames])
     clip["jpegs"] = jpegs
+    valid = np.asarray(_values(feature_map, "frame_valid", where), bool)
+    if valid.size != num_cams * stored_frames:
+        raise CorruptRecordError(
+            f"{where}: frame_valid has {valid.size} values, expected {num_cams} x {stored_frames}"
+        )
+    clip["frame_valid"] = valid.reshape(num_cams, stored_frames)[cam_index, :frames]
     clip["sample_token"] = _values(feature_map, "sample_token", where)[0].decode()
     return clip
 

@@ -141,5 +141,8 @@ def make_example_u8(
             np.float32
         ),
         "target_frames": target_frames,
+        # 0 where some camera lacks real history (its earliest frame is repeated): the loss
+        # then falls back to the key frame alone, as the reference's is_hop=False.
+        "temporal_valid": np.float32(clip["frame_valid"].all()),
         **ray_arrays,
     }

@@ -32,10 +32,15 @@ def path_name(path: tuple) -> str:
     return ".".join(parts)
 
 
+# Never used by the renderer (the reference keeps it for checkpoint parity): it gets no
+# gradient, and PyTorch's AdamW skips it, so it must not drift under decoupled weight decay.
+ALWAYS_FROZEN = ("render_model.laplace_density",)
+
+
 def frozen_prefixes(frozen_stages: int) -> tuple[str, ...]:
     """mmcv ConvNeXt `_freeze_stages`: stages i < frozen_stages and their downsample layers
-    (downsample_layers.0 is the stem)."""
-    prefixes = []
+    (downsample_layers.0 is the stem), plus the parameters no loss reaches."""
+    prefixes = list(ALWAYS_FROZEN)
     for i in range(frozen_stages):
         prefixes += [f"{BACKBONE_PREFIX}.downsample_layers.{i}", f"{BACKBONE_PREFIX}.stages.{i}"]
     return tuple(prefixes)

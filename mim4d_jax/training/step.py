@@ -57,6 +57,7 @@ def abstract_batch(
         "ray_dir": ((b, 2, rays, 3), jnp.float32),
         "ray_rgb": ((b, 2, rays, 3), jnp.float32),
         "ray_depth": ((b, 2, rays), jnp.float32),
+        "temporal_valid": ((b,), jnp.float32),
     }
     return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding) for k, (s, d) in shapes.items()}
 
