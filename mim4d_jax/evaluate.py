@@ -28,12 +28,11 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from mim4d_jax import camera_rays, eval_metrics, eval_panels
+from mim4d_jax import camera_rays, eval_metrics, eval_panels, preview
 from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD, make_example
 from mim4d_jax.data.reader import ClipReader
 from mim4d_jax.models.mim4d import build_model
 from mim4d_jax.objective import render_batch
-from mim4d_jax.rendering.renderer import render_rays
 from mim4d_jax.training import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=True)
@@ -81,14 +80,9 @@ def make_eval_fn(config, graphdef, uv_p2: np.ndarray):
                 model, vol_bzyxc, batch["ray_origin"][:, 0], batch["ray_dir"][:, 0], None
             )
 
-            def one_camera(lidar2img_44, vol_zyxc=vol_bzyxc[0]):
-                origins, dirs, z_to_range = camera_rays.image_rays(lidar2img_44, uv_p2)
-                pred = render_rays(
-                    model.render_model, vol_zyxc, origins, dirs, model.render_cfg, model.model_cfg
-                )
-                return pred["rgb_r3"], pred["depth_r"], z_to_range
-
-            rgb_np3, depth_np, z_to_range_np = jax.lax.map(one_camera, batch["lidar2img"][0, :, 0])
+            rgb_np3, depth_np, z_to_range_np = preview.render_cameras(
+                model, vol_bzyxc[0], batch["lidar2img"][0, :, 0], uv_p2
+            )
             out[name] = {
                 "ray_depth": lidar["depth_r"][0],
                 "rgb": rgb_np3,
@@ -98,13 +92,6 @@ def make_eval_fn(config, graphdef, uv_p2: np.ndarray):
         return out
 
     return evaluate
-
-
-def _block_mean(image_hw3: np.ndarray, stride: int, out_hw: tuple[int, int]) -> np.ndarray:
-    """Average `stride` x `stride` blocks: the colour a ray through the block centre sees."""
-    h, w = out_hw
-    crop = image_hw3[: h * stride, : w * stride].astype(np.float64)
-    return crop.reshape(h, stride, w, stride, -1).mean(axis=(1, 3))
 
 
 def _dense_gt(depth_gt_root: pathlib.Path, index: dict, token: str, cam: str, uv_hw2, image_wh):
@@ -157,7 +144,9 @@ def run(
         batch = {k: jnp.asarray(v)[None] for k, v in example.items()}
         renders = jax.device_get(evaluate(params, bstats, batch))
         images_nhw3 = example["images"][:, 0] * IMAGENET_STD / 255.0 + IMAGENET_MEAN / 255.0
-        target_nhw3 = np.stack([_block_mean(img, stride, out_hw) for img in images_nhw3])
+        target_nhw3 = np.stack(
+            [preview.numpy_block_mean(img, stride, out_hw) for img in images_nhw3]
+        )
         ray_depth_gt = example["ray_depth"][0]
         gt_z_nhw = None
         if depth_index is not None:

@@ -23,6 +23,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mim4d_jax.preview import make_preview_fn
 from mim4d_jax.training import backbone_init, checkpoint, dry_run
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import step as step_lib
@@ -146,6 +147,13 @@ def _train_loop(
         start_step=start,
     )
     preemption = _Preemption()
+    preview = make_preview_fn(fns.graphdef, config)
+
+    def images_due(step: int) -> bool:
+        every = config.image_log_every
+        # Every process renders (the arrays are global); only process 0 writes.
+        return every > 0 and step % every == 0
+
     profiling = config.profile.start_step >= 0 and jax.process_index() == 0
     profile_start, profile_stop = (
         config.profile.start_step,
@@ -177,6 +185,8 @@ def _train_loop(
             batch = next(pipeline)
             state, metrics = fns.train_step(state, batch)
             step += 1
+            if images_due(step):  # dispatched now, fetched with the metrics one step late
+                metrics["images"] = preview(state["params"], state["batch_stats"], batch)
             check(logger.push(step, metrics))
             if tracing and step == profile_stop:
                 jax.block_until_ready(state)

@@ -113,7 +113,6 @@ def make_train_fns(
     model_factory = model_factory or default_model_factory(config)
     loss_fn = loss_fn or default_loss_fn()
     use_ema = config.optim.ema_decay > 0
-    log_images = config.image_log_every > 0
 
     rules = tuple(config.sharding_rules)
 
@@ -210,10 +209,6 @@ def make_train_fns(
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step), "finite": finite}
         metrics.update(aux.get("losses", {}))
-        # Small renders for TensorBoard (the objective may name them "images" or "renders").
-        renders = aux.get("images", aux.get("renders"))
-        if log_images and renders is not None:
-            metrics["images"] = renders
         return new, metrics
 
     train_step = jax.jit(
