@@ -33,12 +33,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.log_every = 50
     c.image_log_every = 1000  # TensorBoard images of rendered RGB/depth; 0 = off
-    c.eval_every = 0  # 0 = no in-training evaluation
     # Mesh axis sizes; -1 takes the remaining devices. data x fsdp x tensor = device count.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     # Logical parameter axis -> mesh axes. Unlisted logical names are replicated.
     c.sharding_rules = (
-        ("batch", ("data", "fsdp")),
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),

@@ -33,7 +33,7 @@ from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD, make_example
 from mim4d_jax.data.reader import ClipReader
 from mim4d_jax.models.mim4d import build_model
 from mim4d_jax.objective import render_batch
-from mim4d_jax.training import checkpoint
+from mim4d_jax.training import backbone_init, checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (checkpoints, eval/ output)")
@@ -56,7 +56,14 @@ def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int
     if step == 0 and 0 not in saved:
         model = build_model(config, nnx.Rngs(config.seed))
         _, params, bstats = nnx.split(model, nnx.Param, nnx.BatchStat)
-        return nnx.to_pure_dict(params), nnx.to_pure_dict(bstats), 0
+        params = nnx.to_pure_dict(params)
+        if config.init.backbone:  # as the trainer's step 0
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            shardings = jax.tree.map(lambda _: device, params)
+            params = backbone_init.load_backbone(
+                config.init.backbone, config.model.backbone, params, shardings
+            )
+        return params, nnx.to_pure_dict(bstats), 0
     _, params, bstats, step = checkpoint.restore_params(workdir, step)
     return params, bstats, step
 

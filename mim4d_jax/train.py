@@ -12,7 +12,7 @@ A run resumes from the latest checkpoint in --workdir; SIGTERM saves and exits.
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import ml_collections
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
 from mim4d_jax.preview import make_preview_fn
@@ -84,7 +85,7 @@ def _default_pipeline(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
 
 def train(
     config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
+    workdir: str | os.PathLike,
     *,
     devices: Sequence[jax.Device] | None = None,
     pipeline_factory: PipelineFactory | None = None,
@@ -96,7 +97,7 @@ def train(
     `devices` restricts the mesh (tests: restore onto a subset); the factories exist for
     tests and tools, the CLI uses the real data pipeline, model and objective.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = checkpoint.workdir_path(workdir)  # local folder or gs:// URL
 
     # ---- Mesh, model, optimiser and the jitted step. ----
     mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -115,7 +116,7 @@ def train(
 
 def _train_loop(
     config: ml_collections.ConfigDict,
-    workdir: pathlib.Path,
+    workdir: epath.Path,
     fns: step_lib.TrainFns,
     pipeline: Any,
     manager: Any,

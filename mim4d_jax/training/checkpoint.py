@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pathlib
+import os
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 ARRAY_ITEMS = ("params", "batch_stats", "opt_state", "ema_params")
@@ -35,14 +36,20 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_config(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+    """The workdir as an epath: local folders (made absolute, as Orbax wants) or gs:// URLs."""
+    text = os.fspath(workdir)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
     """Writes config.json (process 0 only; every process holds the same config)."""
     if jax.process_index() == 0:
-        path = pathlib.Path(workdir)
+        path = workdir_path(workdir)
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / "config.json.tmp"
         tmp.write_text(config.to_json(indent=2, sort_keys=True))
-        tmp.replace(path / "config.json")  # atomic: a reader never sees half a file
+        tmp.replace(path / "config.json")  # a reader never sees half a file
 
 
 def _tuples(value: Any) -> Any:
@@ -54,8 +61,8 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def read_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-    path = pathlib.Path(workdir) / "config.json"
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    path = workdir_path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: not a mim4d_jax training workdir")
     config = ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
@@ -64,7 +71,7 @@ def read_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def make_manager(
-    workdir: str | pathlib.Path, keep: int | None = None, *, read_only: bool = False
+    workdir: str | os.PathLike, keep: int | None = None, *, read_only: bool = False
 ) -> ocp.CheckpointManager:
     handlers: dict[str, ocp.CheckpointHandler] = {
         name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS
@@ -77,7 +84,7 @@ def make_manager(
         create=not read_only,
         read_only=read_only,
     )
-    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    directory = workdir_path(workdir) / "checkpoints"
     return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
@@ -165,7 +172,7 @@ def restore(
 
 
 def restore_params(
-    workdir: str | pathlib.Path, step: int | None = None, *, ema: bool = False
+    workdir: str | os.PathLike, step: int | None = None, *, ema: bool = False
 ) -> tuple[ml_collections.ConfigDict, dict, dict, int]:
     """(config, params, batch_stats, step) of a training workdir, on the first local device.
 

@@ -9,7 +9,7 @@ check needs each one); they are written every `log_every` steps, by process 0 on
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 import time
 from typing import Any
 
@@ -37,7 +37,7 @@ class MetricsLogger:
 
     def __init__(
         self,
-        workdir: str | pathlib.Path,
+        workdir: str | os.PathLike,
         *,
         total_steps: int,
         log_every: int,
@@ -55,12 +55,13 @@ class MetricsLogger:
         self._jsonl = None
         self._tb = None
         if self.is_writer:
-            path = pathlib.Path(workdir)
-            path.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(path / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
             import tensorflow as tf  # lazy: only the writing process pays the import
 
-            self._tb = tf.summary.create_file_writer(str(path / "tensorboard"))
+            # tf.io.gfile: local folders and gs:// alike (GCS "append" re-uploads the file).
+            path = os.fspath(workdir)
+            tf.io.gfile.makedirs(path)
+            self._jsonl = tf.io.gfile.GFile(os.path.join(path, "metrics.jsonl"), "a")
+            self._tb = tf.summary.create_file_writer(os.path.join(path, "tensorboard"))
 
     def push(self, step: int, metrics: dict) -> dict | None:
         """Queues step `step`'s device metrics; returns the PREVIOUS step's host scalars."""
