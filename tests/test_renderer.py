@@ -1,73 +1,27 @@
 """NeuS renderer: analytic scenes, gradients, chunking, jit, and the field's parameter tree."""
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from render_fixtures import CHANNELS, analytic_field, configs, sdf_volume, unit
 
 from configs import mim4d_tiny, mim4d_vs01
 from mim4d_jax.models.grid import VoxelGrid
 from mim4d_jax.rendering import SDFField, render_losses, render_rays
 
-CHANNELS = 4
-
-
-def _configs(**render_overrides) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
-    """A 32 x 32 x 16 grid of 0.4 m voxels, scale 1/6.4, and a small sample budget."""
-    config = mim4d_tiny.get_config("test")
-    config.model.pc_range = (-6.4, -6.4, -3.2, 6.4, 6.4, 3.2)
-    config.model.voxel_size = (0.4, 0.4, 0.4)
-    config.render.num_samples = 32
-    config.render.num_importance = 16
-    config.render.chunk_rays = 8
-    for key, value in render_overrides.items():
-        config.render[key] = value
-    return config.render, config.model
-
-
-def _unit(v: jnp.ndarray) -> jnp.ndarray:
-    return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def _analytic_field(render_cfg: ml_collections.ConfigDict, colour: float, inv_s: float) -> SDFField:
-    """A real SDFField whose weights make sdf = feature channel 0 and rgb = `colour`."""
-    field = SDFField(render_cfg, CHANNELS, nnx.Rngs(0))
-    params = nnx.to_pure_dict(nnx.state(field, nnx.Param))
-    params = jax.tree.map(jnp.zeros_like, params)
-    sdf_dec = params["sdf_decoder"]
-    last = int(render_cfg.sdf_blocks)
-    # With zero weights every hidden unit is softplus_100(0) = log(2) / 100 before the last
-    # layer; unit 0 then gets + feature 0 from fc_c[last], and lin_last's bias removes log(2)/100.
-    sdf_dec["fc_c"][last]["kernel"] = sdf_dec["fc_c"][last]["kernel"].at[0, 0].set(1.0)
-    sdf_dec[f"lin{last}"]["kernel"] = sdf_dec[f"lin{last}"]["kernel"].at[0, 0].set(1.0)
-    sdf_dec[f"lin{last}"]["bias"] = sdf_dec[f"lin{last}"]["bias"].at[0].set(-math.log(2.0) / 100)
-    rgb_last = f"lin{int(render_cfg.rgb_blocks)}"
-    params["rgb_decoder"][rgb_last]["bias"] = jnp.full((3,), math.log(colour / (1 - colour)))
-    params["deviation_network"]["variance"] = jnp.array([math.log(inv_s) / 10.0])
-    nnx.update(field, params)
-    return field
-
-
-def _sdf_volume(model_cfg: ml_collections.ConfigDict, sdf_fn) -> jnp.ndarray:
-    """Channel 0 = the scene's SDF (scaled units) at voxel centres; other channels are noise."""
-    grid = VoxelGrid.from_config(model_cfg.pc_range, model_cfg.voxel_size)
-    centres = jnp.asarray(grid.centres_zyx3())
-    noise = jax.random.normal(jax.random.key(0), (*grid.shape_zyx, CHANNELS - 1))
-    return jnp.concatenate([sdf_fn(centres)[..., None] * grid.scene_scale, noise], axis=-1)
-
 
 def test_plane_depth_matches_ray_plane_distance():
-    render_cfg, model_cfg = _configs()
-    field = _analytic_field(render_cfg, colour=0.3, inv_s=2000.0)
+    render_cfg, model_cfg = configs()
+    field = analytic_field(render_cfg, colour=0.3, inv_s=2000.0)
     plane_z = -1.0
-    vol = _sdf_volume(model_cfg, lambda p: p[..., 2] - plane_z)
+    vol = sdf_volume(model_cfg, lambda p: p[..., 2] - plane_z)
     origins = jnp.broadcast_to(jnp.array([0.3, -0.2, 2.0]), (12, 3))
     horizontal = jax.random.uniform(jax.random.key(1), (12, 2), minval=-0.6, maxval=0.6)
-    dirs = _unit(jnp.concatenate([horizontal, -jnp.ones((12, 1))], axis=-1))
+    dirs = unit(jnp.concatenate([horizontal, -jnp.ones((12, 1))], axis=-1))
     want = (origins[:, 2] - plane_z) / -dirs[:, 2]
     for rng in (None, jax.random.key(2)):
         out = render_rays(field, vol, origins, dirs, render_cfg, model_cfg, rng)
@@ -78,14 +32,14 @@ def test_plane_depth_matches_ray_plane_distance():
 
 
 def test_sphere_depth_matches_ray_sphere_distance():
-    render_cfg, model_cfg = _configs()
-    field = _analytic_field(render_cfg, colour=0.8, inv_s=2000.0)
+    render_cfg, model_cfg = configs()
+    field = analytic_field(render_cfg, colour=0.8, inv_s=2000.0)
     centre = jnp.array([3.0, 1.0, 0.0])
     radius = 1.5
-    vol = _sdf_volume(model_cfg, lambda p: jnp.linalg.norm(p - centre, axis=-1) - radius)
+    vol = sdf_volume(model_cfg, lambda p: jnp.linalg.norm(p - centre, axis=-1) - radius)
     origins = jnp.broadcast_to(jnp.array([-1.0, -0.5, 0.5]), (10, 3))
     aim = centre + jax.random.uniform(jax.random.key(3), (10, 3), minval=-0.8, maxval=0.8)
-    dirs = _unit(aim - origins)
+    dirs = unit(aim - origins)
     to_centre = centre - origins
     along = jnp.sum(dirs * to_centre, axis=-1)
     closest_sq = jnp.sum(to_centre**2, axis=-1) - along**2
@@ -97,12 +51,12 @@ def test_sphere_depth_matches_ray_sphere_distance():
 
 
 def test_rays_that_miss_everything_render_black():
-    render_cfg, model_cfg = _configs()
-    field = _analytic_field(render_cfg, colour=0.5, inv_s=2000.0)
+    render_cfg, model_cfg = configs()
+    field = analytic_field(render_cfg, colour=0.5, inv_s=2000.0)
     # Everything is 10 m in front of a plane the rays run parallel to: no surface crossing.
-    vol = _sdf_volume(model_cfg, lambda p: p[..., 2] + 10.0)
+    vol = sdf_volume(model_cfg, lambda p: p[..., 2] + 10.0)
     origins = jnp.zeros((4, 3))
-    dirs = _unit(jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 0.2, 0.0]]))
+    dirs = unit(jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 0.2, 0.0]]))
     out = render_rays(field, vol, origins, dirs, render_cfg, model_cfg)
     np.testing.assert_allclose(out["weight_sum_r"], 0.0, atol=1e-3)
     np.testing.assert_allclose(out["rgb_r3"], 0.0, atol=1e-3)
@@ -110,14 +64,14 @@ def test_rays_that_miss_everything_render_black():
 
 def _random_problem(num_rays: int):
     # Shallower decoders than the reference keep compile times small; the structure is the same.
-    render_cfg, model_cfg = _configs(
+    render_cfg, model_cfg = configs(
         num_samples=8, num_importance=0, chunk_rays=4, sdf_blocks=2, rgb_blocks=1, geo_dims=4
     )
     field = SDFField(render_cfg, CHANNELS, nnx.Rngs(5))
     grid = VoxelGrid.from_config(model_cfg.pc_range, model_cfg.voxel_size)
     vol = 0.5 * jax.random.normal(jax.random.key(6), (*grid.shape_zyx, CHANNELS))
     origins = jax.random.uniform(jax.random.key(7), (num_rays, 3), minval=-2.0, maxval=2.0)
-    dirs = _unit(jax.random.normal(jax.random.key(8), (num_rays, 3)))
+    dirs = unit(jax.random.normal(jax.random.key(8), (num_rays, 3)))
     rgb_gt = jax.random.uniform(jax.random.key(9), (num_rays, 3))
     depth_gt = jnp.where(jnp.arange(num_rays) % 3 == 0, -1.0, 3.0)
     return field, vol, origins, dirs, rgb_gt, depth_gt, render_cfg, model_cfg
@@ -230,7 +184,7 @@ def test_jitted_render_compiles_once():
         key = jax.random.key(seed)
         vol = jax.random.normal(key, (*grid.shape_zyx, config.model.render_channels))
         origins = jax.random.uniform(key, (256, 3), minval=-3.0, maxval=3.0)
-        dirs = _unit(jax.random.normal(jax.random.fold_in(key, 1), (256, 3)))
+        dirs = unit(jax.random.normal(jax.random.fold_in(key, 1), (256, 3)))
         out = render(params, vol, origins, dirs, jax.random.fold_in(key, 2))
         assert out["rgb_r3"].shape == (256, 3) and out["depth_r"].shape == (256,)
         assert bool(jnp.all(jnp.isfinite(out["depth_r"])))
@@ -270,7 +224,7 @@ def test_field_tree_maps_onto_reference_keys():
 
 
 def test_losses_weights_scale_and_depth_mask():
-    render_cfg, model_cfg = _configs(rgb_weight=10.0, depth_weight=2.0)
+    render_cfg, model_cfg = configs(rgb_weight=10.0, depth_weight=2.0)
     pred = {
         "rgb_r3": jnp.array([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0]]),
         "depth_r": jnp.array([4.0, 9.0]),
