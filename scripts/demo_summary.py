@@ -14,6 +14,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workdir", required=True, type=pathlib.Path)
     parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--learning-check", type=int, default=1, help="0: report only")
     args = parser.parse_args()
     eval_dir = args.workdir / "eval"
     results = sorted(
@@ -23,7 +24,13 @@ def main() -> int:
         print(f"expected evaluations at step 0 and at the end in {eval_dir}", file=sys.stderr)
         return 1
     first, last = results[0], results[-1]
-    keys = ("depth_abs_rel", "depth_rmse_m", "dense_depth_abs_rel", "dense_depth_rmse_m", "rgb_psnr_db")
+    keys = (
+        "depth_abs_rel",
+        "depth_rmse_m",
+        "dense_depth_abs_rel",
+        "dense_depth_rmse_m",
+        "rgb_psnr_db",
+    )
     print(f"{'metric':32s} {'step ' + str(first['step']):>12s} {'step ' + str(last['step']):>12s}")
     for volume in ("direct", "predicted"):
         for key in keys:
@@ -36,7 +43,7 @@ def main() -> int:
     print(f"tensorboard: tensorboard --logdir {args.workdir / 'tensorboard'}")
     print(f"panels:      {eval_dir}/step_*_clip*.png")
     print(f"pytorch:     {args.out / 'mim4d_tiny.pth'} (golden: {args.out / 'golden.npz'})")
-    return 0 if ratio <= 0.5 else 1
+    return 0 if ratio <= 0.5 or not args.learning_check else 1
 
 
 if __name__ == "__main__":
