@@ -59,7 +59,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.data.lidar_max_xy = 50.0
     c.data.mask_ratio = 0.3  # SparK patch mask, fraction masked
     c.data.mask_patch = 32  # pixels
-    c.data.shuffle_buffer = 256  # unused: epochs are seeded permutations of the whole split
     c.data.num_parallel_calls = -1  # input worker threads; -1 = one per CPU core
     c.data.prefetch = 2  # device batches in flight
 
