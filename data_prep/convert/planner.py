@@ -20,23 +20,9 @@ from nuscenes.utils.geometry_utils import transform_matrix
 from pyquaternion import Quaternion
 
 from data_prep.convert.items import ClipItem, ConversionError
+from data_prep.nuscenes_tables import NUSCENES_TABLES
 from mim4d_jax.data.schema import CAMERAS
 
-TABLES = (
-    "category",
-    "attribute",
-    "visibility",
-    "instance",
-    "sensor",
-    "calibrated_sensor",
-    "ego_pose",
-    "log",
-    "scene",
-    "sample",
-    "sample_data",
-    "sample_annotation",
-    "map",
-)
 SPLITS = ("train", "val")
 TARGET_SHARD_BYTES = 256 * 2**20
 HOST_MULTIPLE = 8  # shard counts are multiples of 8 so 1, 2, 4 or 8 hosts own whole files
@@ -49,7 +35,7 @@ _OFFICIAL = {
 def load_nuscenes(dataroot: str | pathlib.Path, version: str) -> NuScenes:
     """Loads the devkit; its bare KeyError/FileNotFoundError become errors naming the input."""
     table_dir = pathlib.Path(dataroot) / version
-    for table in TABLES:
+    for table in NUSCENES_TABLES:
         if not (table_dir / f"{table}.json").is_file():
             raise ConversionError(f"missing nuScenes table {table_dir / f'{table}.json'}")
     try:

@@ -7,21 +7,8 @@ import pathlib
 import numpy as np
 from pyquaternion import Quaternion
 
-TABLE_NAMES = (
-    "category",
-    "attribute",
-    "visibility",
-    "instance",
-    "sensor",
-    "calibrated_sensor",
-    "ego_pose",
-    "log",
-    "scene",
-    "sample",
-    "sample_data",
-    "sample_annotation",
-    "map",
-)
+from data_prep.nuscenes_tables import NUSCENES_TABLES
+
 CATEGORIES = {
     "vehicle.car": "Vehicle designed primarily for personal use.",
     "vehicle.truck": "Vehicles primarily designed to haul cargo.",
@@ -47,7 +34,7 @@ class Tables:
 
     def __init__(self, seed: int):
         self._seed = seed
-        self.records: dict[str, list[dict]] = {name: [] for name in TABLE_NAMES}
+        self.records: dict[str, list[dict]] = {name: [] for name in NUSCENES_TABLES}
         self._by_token: dict[tuple[str, str], dict] = {}
         self.category_tokens = {
             n: self.add("category", ("category", n), name=n, description=d)
@@ -83,7 +70,7 @@ class Tables:
     def merge(self, records: dict[str, list[dict]]) -> None:
         """Adds the records of another Tables with the same seed (a scene rendered in a worker
         process); records already here (fixed tables, sensors shared by scenes) are skipped."""
-        for table in TABLE_NAMES:
+        for table in NUSCENES_TABLES:
             for record in records[table]:
                 if not self.has(table, record["token"]):
                     fields = {k: v for k, v in record.items() if k != "token"}
@@ -98,6 +85,6 @@ class Tables:
 
     def write(self, table_dir: pathlib.Path) -> None:
         table_dir.mkdir(parents=True, exist_ok=True)
-        for name in TABLE_NAMES:
+        for name in NUSCENES_TABLES:
             with open(table_dir / f"{name}.json", "w") as f:
                 json.dump(self.records[name], f, indent=0)
