@@ -91,7 +91,7 @@ def test_patch_mask_keeps_exactly_round_n_patches_per_image():
 
 
 def test_lidar_filters_follow_the_reference():
-    cfg = rays.RayConfig.from_config(mim4d_tiny.get_config("test"))  # pc_range +-25.6, -2..4.4
+    cfg = rays.RayConfig.from_config(mim4d_tiny.get_config("test"))  # pc_range +-25.6, -5..3
     points = np.array(
         [
             [0.0, 10.0, 0.0],  # kept
@@ -99,7 +99,7 @@ def test_lidar_filters_follow_the_reference():
             [2.0, 1.5, 2.0],  # 3-D norm > 2.5 but ground-plane norm < 3
             [0.0, 24.0, 0.0],  # kept
             [0.0, 30.0, 0.0],  # outside pc_range
-            [0.0, 10.0, -3.0],  # below pc_range
+            [0.0, 10.0, -6.0],  # below pc_range
         ]
     )
     np.testing.assert_array_equal(rays.filter_lidar(points, cfg), points[[0, 3]])

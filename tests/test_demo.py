@@ -27,6 +27,7 @@ def test_demo_script_runs_every_stage(tmp_path):
             "--config.total_steps=2",
             "--config.batch_size=2",
             "--config.checkpoint_every=2",
+            "--config.log_every=1",
             "--config.data.num_rays=16",
             "--config.render.num_samples=8",
             "--config.render.num_importance=4",
