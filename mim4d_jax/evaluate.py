@@ -9,7 +9,8 @@ Writes `WORKDIR/eval/step_<N>.json`:
   {"step": N, "direct": {"depth_abs_rel", "depth_rmse_m", "rgb_psnr_db", ...},
    "predicted": {...}}
 (`dense_depth_abs_rel` / `dense_depth_rmse_m` too when `--depth_gt` names the synthetic
-dataroot) and `WORKDIR/eval/step_<N>_clip<i>.png` panels: one row per camera with the
+dataroot: every rendered pixel whose ground-truth surface lies inside `model.pc_range`)
+and `WORKDIR/eval/step_<N>_clip<i>.png` panels: one row per camera with the
 (masked) model input, the target image, and rendered RGB and depth of both volumes.
 
 `--step 0` with no step-0 checkpoint evaluates the trainer's initial parameters (drawn from
@@ -112,6 +113,22 @@ def _dense_gt(depth_gt_root: pathlib.Path, index: dict, token: str, cam: str, uv
     return depth_hw[rows, cols]
 
 
+def _in_volume_range(gt_z_nhw, lidar2img_n44, uv_hw2, pc_range) -> np.ndarray:
+    """Dense ground truth as ray lengths (N, P), 0 where the surface is sky or outside the
+    modelled volume (the renderer cannot place a surface there, as the LiDAR targets)."""
+    lo_3, hi_3 = np.asarray(pc_range[:3]), np.asarray(pc_range[3:])
+    out = []
+    for gt_z_hw, lidar2img_44 in zip(gt_z_nhw, lidar2img_n44):
+        origins, dirs, z_to_range = map(
+            np.asarray, camera_rays.image_rays(jnp.asarray(lidar2img_44), uv_hw2.reshape(-1, 2))
+        )
+        range_p = gt_z_hw.reshape(-1) * z_to_range
+        points_p3 = origins + dirs * range_p[:, None]
+        inside = np.all((points_p3 >= lo_3) & (points_p3 <= hi_3), axis=1) & (range_p > 0)
+        out.append(np.where(inside, range_p, 0.0))
+    return np.stack(out)
+
+
 def run(
     config,
     workdir: str,
@@ -140,6 +157,7 @@ def run(
     out_dir = pathlib.Path(workdir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     cams = tuple(config.data.cameras)
+    pc_range = tuple(config.model.pc_range)
 
     reader = ClipReader(config, config.data.val_split)
     num_clips = len(reader) if max_clips <= 0 else min(max_clips, len(reader))
@@ -155,7 +173,7 @@ def run(
             [preview.numpy_block_mean(img, stride, out_hw) for img in images_nhw3]
         )
         ray_depth_gt = example["ray_depth"][0]
-        gt_z_nhw = None
+        gt_z_nhw = gt_range_np = None
         if depth_index is not None:
             gt_z_nhw = np.stack(
                 [
@@ -163,15 +181,13 @@ def run(
                     for cam in cams
                 ]
             )
+            gt_range_np = _in_volume_range(gt_z_nhw, example["lidar2img"][:, 0], uv_hw2, pc_range)
         for name in VOLUMES:
             r = renders[name]
             lidar[name].add(r["ray_depth"], ray_depth_gt)
             colour[name].add(r["rgb"].reshape(target_nhw3.shape), target_nhw3)
-            if gt_z_nhw is not None:
-                gt_range = gt_z_nhw.reshape(len(cams), -1) * r["z_to_range"]
-                dense[name].add(
-                    r["depth"], np.where(gt_z_nhw.reshape(len(cams), -1) > 0, gt_range, 0.0)
-                )
+            if gt_range_np is not None:
+                dense[name].add(r["depth"], gt_range_np)
         if index < panels:
             eval_panels.write_panel(
                 out_dir / f"step_{step}_clip{index}.png",
