@@ -16,9 +16,11 @@ case "$ACCELERATOR" in
   ""|cuda12|cuda13|tpu) ;;
   *) echo "install: MIM4D_ACCELERATOR=$ACCELERATOR is not one of cuda12, cuda13, tpu" >&2; exit 2 ;;
 esac
-want=$( (cat requirements.txt scripts/install.sh; echo "$ACCELERATOR") | sha256sum | cut -d' ' -f1)
+want=$( (cat requirements.txt requirements-beam.txt scripts/install.sh; echo "$ACCELERATOR") \
+  | sha256sum | cut -d' ' -f1)
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ] \
+  && [ -x .venv-beam/bin/python ]; then
   echo "install: .venv is complete (stamp matches), nothing to do"
   exit 0
 fi
@@ -39,5 +41,16 @@ if [ -n "$ACCELERATOR" ]; then
 fi
 .venv/bin/python -c "import jax, flax, orbax.checkpoint, tensorflow_datasets, torch, nuscenes" \
   || { echo "install: import check failed" >&2; exit 1; }
+
+# The Beam converter's own environment (apache-beam cannot join .venv: requirements-beam.txt).
+if [ ! -x .venv-beam/bin/python ]; then
+  "$PYTHON" -m venv .venv-beam
+fi
+echo "install: installing requirements-beam.txt into .venv-beam"
+.venv-beam/bin/python -m pip install --quiet --upgrade pip
+.venv-beam/bin/python -m pip install --quiet -r requirements-beam.txt
+.venv-beam/bin/python -m pip install --quiet --no-deps "$DEVKIT"
+.venv-beam/bin/python -c "import apache_beam, tensorflow_datasets, nuscenes" \
+  || { echo "install: .venv-beam import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo "install: done"
