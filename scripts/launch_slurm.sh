@@ -10,7 +10,8 @@
 # srun starts one task per GPU; mim4d_jax.train sees SLURM_NTASKS > 1 and calls
 # jax.distributed.initialize(), which reads the coordinator, process count and process id from
 # SLURM's environment. Each process sees only its own GPU (--gpus-per-task=1). WORKDIR must be
-# on a filesystem shared by all nodes. SLURM sends SIGTERM before the time limit/preemption
+# on a filesystem shared by all nodes; .venv needs the CUDA build of jax
+# (MIM4D_ACCELERATOR=cuda13 bash scripts/install.sh). SLURM sends SIGTERM before the time limit/preemption
 # (--signal below); the run saves a checkpoint at the current step, and `sbatch` again (or
 # --requeue) resumes from it.
 #SBATCH --job-name=mim4d

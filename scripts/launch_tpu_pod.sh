@@ -15,7 +15,8 @@
 # workers save at the same step; re-running this script resumes from the latest checkpoint.
 #
 # Assumes the repository is checked out at REPO_DIR (default ~/mim4d_jax) on every worker with
-# its venv installed (scripts/install.sh), e.g. via a previous `--worker=all --command=...`.
+# its venv installed (MIM4D_ACCELERATOR=tpu bash scripts/install.sh), e.g. via a previous
+# `--worker=all --command=...`.
 set -euo pipefail
 
 if [[ $# -lt 3 ]]; then
