@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
+from pyquaternion import Quaternion
 
 from mim4d_jax.data import schema
 
@@ -30,3 +31,11 @@ def assert_records_equal(left: list[dict], right: list[dict]) -> None:
                     assert list(a[key][cam]) == list(b[key][cam]), (key, cam)
             else:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def pose_matrix(record: dict) -> np.ndarray:
+    """4x4 of a nuScenes calibrated_sensor / ego_pose record (rotation w, x, y, z)."""
+    out = np.eye(4)
+    out[:3, :3] = Quaternion(record["rotation"]).rotation_matrix
+    out[:3, 3] = record["translation"]
+    return out

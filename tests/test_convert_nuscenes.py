@@ -13,13 +13,12 @@ import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 from nuscenes.nuscenes import NuScenes
-from pyquaternion import Quaternion
 
 from data_prep import convert_nuscenes
 from data_prep.convert.items import ConversionError
 from data_prep.real_sample import build_real_sample_dataset
 from mim4d_jax.data import schema
-from tests.convert_helpers import assert_records_equal, read_records
+from tests.convert_helpers import assert_records_equal, pose_matrix, read_records
 
 FRAMES = 3
 # Float64 fields round-trip exactly only with bytes encoding; the default Example encoding
@@ -31,13 +30,6 @@ F64_RTOL = 0.0 if _F64_EXACT else 2.0**-24
 def assert_f64(actual: np.ndarray, desired) -> None:
     assert actual.dtype == np.float64
     np.testing.assert_allclose(actual, np.asarray(desired, np.float64), rtol=F64_RTOL, atol=1e-12)
-
-
-def _matrix(record: dict) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = Quaternion(record["rotation"]).rotation_matrix
-    out[:3, 3] = record["translation"]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +79,17 @@ def test_every_field_matches_devkit(real_root, real_out):
         np.testing.assert_array_equal(rec["frame_valid"][c], [True] + [False] * (FRAMES - 1))
         for t in range(FRAMES):
             assert_f64(rec["intrinsics"][c, t], cs["camera_intrinsic"])
-            assert_f64(rec["cam2ego"][c, t], _matrix(cs))
-            assert_f64(rec["ego2global"][c, t], _matrix(pose))
+            assert_f64(rec["cam2ego"][c, t], pose_matrix(cs))
+            assert_f64(rec["ego2global"][c, t], pose_matrix(pose))
             assert rec["cam_timestamps"][c, t] == sd["timestamp"]
     lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
     points_p5 = np.fromfile(real_root / lidar["filename"], np.float32).reshape(-1, 5)
     assert rec["num_lidar_points"] == len(points_p5) == 34688
     np.testing.assert_array_equal(rec["lidar_points"].reshape(-1, 4), points_p5[:, :4])
     cs = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
-    assert_f64(rec["lidar2ego"], _matrix(cs))
+    assert_f64(rec["lidar2ego"], pose_matrix(cs))
     pose = nusc.get("ego_pose", lidar["ego_pose_token"])
-    assert_f64(rec["lidar_ego2global"], _matrix(pose))
+    assert_f64(rec["lidar_ego2global"], pose_matrix(pose))
     assert rec["lidar_timestamp"] == lidar["timestamp"]
 
 

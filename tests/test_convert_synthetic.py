@@ -14,24 +14,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from nuscenes.nuscenes import NuScenes
-from pyquaternion import Quaternion
 
 from data_prep import convert_nuscenes
 from data_prep.convert import planner, writer
 from data_prep.convert.items import ConversionError
 from data_prep.synthetic_nuscenes import generate
 from mim4d_jax.data import schema
-from tests.convert_helpers import assert_records_equal, read_records
+from tests.convert_helpers import assert_records_equal, pose_matrix, read_records
 
 FRAMES = 3
 SHARD = "nuscenes_clips-{}.tfrecord-{:05d}-of-{:05d}"
-
-
-def _matrix(record: dict) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = Quaternion(record["rotation"]).rotation_matrix
-    out[:3, 3] = record["translation"]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +65,10 @@ def test_records_match_devkit_with_sweeps(synth_root, synth_out):
                         rec["intrinsics"][c, t], cs["camera_intrinsic"], rtol=1e-7
                     )
                     np.testing.assert_allclose(
-                        rec["cam2ego"][c, t], _matrix(cs), rtol=1e-7, atol=1e-12
+                        rec["cam2ego"][c, t], pose_matrix(cs), rtol=1e-7, atol=1e-12
                     )
                     np.testing.assert_allclose(
-                        rec["ego2global"][c, t], _matrix(pose), rtol=1e-7, atol=1e-12
+                        rec["ego2global"][c, t], pose_matrix(pose), rtol=1e-7, atol=1e-12
                     )
             lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
             points_p5 = np.fromfile(synth_root / lidar["filename"], np.float32).reshape(-1, 5)
