@@ -30,7 +30,7 @@ from data_prep.convert import planner, writer
 from data_prep.convert.items import ClipItem, ConvertOptions, ShardTask
 from data_prep.real_sample import build_real_sample_dataset
 
-REAL_SAMPLE_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "real_nuscenes_sample"
+REAL_SAMPLE_DIR = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "nuscenes_sample"
 
 
 def build_blobs(root: pathlib.Path, clips: int, frames: int) -> list[ClipItem]:

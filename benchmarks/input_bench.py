@@ -4,7 +4,7 @@ r"""Input-pipeline throughput at the reference input size (1600x900 JPEGs -> 800
   PYTHONPATH=. python benchmarks/input_bench.py [--data_dir DIR] [--batches 4]
       [--batch_size 8] [--workers -1]
 
-Without --data_dir it converts ../shared/real_nuscenes_sample (one real key frame) into a
+Without --data_dir it converts tests/data/nuscenes_sample (one real key frame) into a
 temporary dataset holding that clip 2 x batch_size times (warm page cache). Two measurements:
 1. stage shares, one thread, per clip: read (record bytes + proto parse), decode (JPEG, with
    libjpeg's DCT downscale), resize (PIL resize when still needed + uint8 pad), rays
@@ -42,7 +42,7 @@ from mim4d_jax.data.tfrecord import RecordFile
 # One accelerator step of the reference config consumes 1 clip (batch 1 per accelerator, as in
 # the reference) at about 1 step/s for ConvNeXt-S on an H100: the brief's planning figure.
 CLIPS_PER_ACCELERATOR_PER_S = 1.0
-REAL_SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "real_nuscenes_sample"
+REAL_SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "nuscenes_sample"
 
 
 def _dataset(data_dir: str | None, tmp: str, copies: int) -> str:

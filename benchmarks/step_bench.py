@@ -74,7 +74,7 @@ def main(argv: Sequence[str]) -> None:
     on_cpu = device.platform == "cpu"
     config = _CONFIG.value
     if config is None:
-        from mim4d_jax.config import load_config
+        from mim4d_jax.training.config_files import load_config
 
         config = load_config("configs/mim4d_tiny.py" if on_cpu else "configs/mim4d_vs01.py")
         if not on_cpu:

@@ -1,4 +1,4 @@
-"""Turn ../shared/real_nuscenes_sample (one real key frame) into a minimal nuScenes dataroot.
+"""Turn tests/data/nuscenes_sample (one real key frame) into a minimal nuScenes dataroot.
 
 The result is a valid `v1.0-mini` dataroot with the 13 JSON tables, `samples/` and `maps/`
 that `NuScenes('v1.0-mini', dataroot)` loads: one log, one scene (named after an official

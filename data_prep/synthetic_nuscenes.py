@@ -236,5 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry: exits with main()'s status."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -24,11 +24,11 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from mim4d_jax.preview import make_preview_fn
+from mim4d_jax.rendering.cameras import make_preview_fn
 from mim4d_jax.training import backbone_init, checkpoint, dry_run
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import step as step_lib
-from mim4d_jax.training.metrics import MetricsLogger
+from mim4d_jax.training.logger import MetricsLogger
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/<name>.py[:variant]", lock_config=True
@@ -243,6 +243,11 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(str(error))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script `mim4d-train` and `python -m mim4d_jax.train`."""
     flags.mark_flag_as_required("config")
     app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    cli()

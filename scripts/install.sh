@@ -16,7 +16,7 @@ case "$ACCELERATOR" in
   ""|cuda12|cuda13|tpu) ;;
   *) echo "install: MIM4D_ACCELERATOR=$ACCELERATOR is not one of cuda12, cuda13, tpu" >&2; exit 2 ;;
 esac
-want=$( (cat requirements.txt requirements-beam.txt scripts/install.sh; echo "$ACCELERATOR") \
+want=$( (cat requirements.txt requirements-beam.txt pyproject.toml scripts/install.sh; echo "$ACCELERATOR") \
   | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ] \
@@ -39,7 +39,10 @@ if [ -n "$ACCELERATOR" ]; then
   echo "install: adding ${jax_pin/==/[$ACCELERATOR]==}"
   .venv/bin/python -m pip install --quiet "${jax_pin/==/[$ACCELERATOR]==}"
 fi
-.venv/bin/python -c "import jax, flax, orbax.checkpoint, tensorflow_datasets, torch, nuscenes" \
+# The project itself, editable: `import mim4d_jax` and the mim4d-* console scripts work without
+# PYTHONPATH (no dependency resolution: the pins above are the environment).
+.venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+.venv/bin/python -c "import jax, flax, orbax.checkpoint, tensorflow_datasets, torch, nuscenes, mim4d_jax" \
   || { echo "install: import check failed" >&2; exit 1; }
 
 # The Beam converter's own environment (apache-beam cannot join .venv: requirements-beam.txt).

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
 # Quiet TensorFlow's C++ logging; the tests never use a GPU.
 export TF_CPP_MIN_LOG_LEVEL=2 CUDA_VISIBLE_DEVICES=""
 exec .venv/bin/python -m pytest "$@"

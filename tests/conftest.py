@@ -18,15 +18,12 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
-REAL_SAMPLE_DIR = SHARED_DIR / "real_nuscenes_sample"
+REAL_SAMPLE_DIR = REPO_ROOT / "tests" / "data" / "nuscenes_sample"
 
 
 @pytest.fixture(scope="session")
 def real_sample_dir() -> pathlib.Path:
-    """The one real nuScenes key frame shipped beside the repository."""
+    """The one real nuScenes key frame committed in the repository (see its README)."""
     if not REAL_SAMPLE_DIR.is_dir():
-        raise FileNotFoundError(
-            f"missing test fixture {REAL_SAMPLE_DIR} (../shared beside the repo)"
-        )
+        raise FileNotFoundError(f"missing test fixture {REAL_SAMPLE_DIR}")
     return REAL_SAMPLE_DIR

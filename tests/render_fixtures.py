@@ -8,7 +8,7 @@ import ml_collections
 from flax import nnx
 
 from configs import mim4d_tiny
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 from mim4d_jax.rendering import SDFField
 
 CHANNELS = 4

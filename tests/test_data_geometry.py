@@ -7,9 +7,10 @@ import pytest
 from PIL import Image
 
 from configs import mim4d_tiny
-from mim4d_jax.data import geometry, masks, rays, schema
+from mim4d_jax.data import masks, rays, schema
 from mim4d_jax.data.clip import decode_resize, parse_clip
 from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD, check_config, make_example
+from mim4d_jax.geometry import poses
 from tests import data_fixtures
 
 STORED_WH = (320, 180)
@@ -43,17 +44,17 @@ def test_resize_intrinsics_follow_the_resized_pixels():
         vs, us = np.mgrid[0 : size_wh[1], 0 : size_wh[0]]
         centroid = np.array([(us * weight).sum(), (vs * weight).sum()]) / weight.sum()
         scale = np.array([[size_wh[0] / STORED_WH[0], size_wh[1] / STORED_WH[1]]])
-        k = geometry.resize_intrinsics(np.eye(3)[None, None], scale[None])[0, 0]
+        k = poses.resize_intrinsics(np.eye(3)[None, None], scale[None])[0, 0]
         np.testing.assert_allclose(centroid, (k @ [199.5, 99.5, 1.0])[:2], atol=0.05)
 
 
 def test_lidar2img_and_vol2ref_match_a_direct_global_projection():
     clip, raw = _clip()
     scale = np.full((6, 3, 2), 0.5)
-    k_nt33 = geometry.resize_intrinsics(clip["intrinsics"], scale)
-    c2v = geometry.cam2vol(clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], 0)
-    l2i = geometry.lidar2img(k_nt33, c2v)
-    v2r = geometry.vol2ref(clip["ego2global"], clip["lidar2ego"], 0)
+    k_nt33 = poses.resize_intrinsics(clip["intrinsics"], scale)
+    c2v = poses.cam2vol(clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], 0)
+    l2i = poses.lidar2img(k_nt33, c2v)
+    v2r = poses.vol2ref(clip["ego2global"], clip["lidar2ego"], 0)
     point_global = np.array([*raw["lidar_ego2global"][:2, 3] + [9.0, 4.0], 0.7, 1.0])
     point_vol = []
     for t in range(3):

@@ -1,4 +1,4 @@
-"""The input pipeline on the one real nuScenes key frame (../shared/real_nuscenes_sample),
+"""The input pipeline on the one real nuScenes key frame (tests/data/nuscenes_sample),
 converted by data_prep: rays must land on the scene at depths that agree with the annotations."""
 
 import pickle

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from render_fixtures import analytic_field, configs, sdf_volume
 
-from mim4d_jax import camera_rays, eval_metrics, preview
+from mim4d_jax.geometry import camera_rays, eval_metrics, preview
 
 PLANE_Z = -1.0
 WIDTH, HEIGHT, FOCAL = 48, 32, 40.0

@@ -10,13 +10,13 @@ import torch
 from flax import nnx
 from test_torch_ref import random_state
 
-from mim4d_jax import export_mapping as em
-from mim4d_jax import export_torch
-from mim4d_jax.config import load_config
+from mim4d_jax.interop import export_torch
+from mim4d_jax.interop import mapping as em
+from mim4d_jax.interop.torch_ref import verify
+from mim4d_jax.interop.torch_ref.io import read_state_dict
 from mim4d_jax.models.mim4d import build_model
-from mim4d_jax.torch_ref import verify
-from mim4d_jax.torch_ref.io import read_state_dict
 from mim4d_jax.training import checkpoint
+from mim4d_jax.training.config_files import load_config
 
 STEP = 7
 

@@ -10,10 +10,10 @@ import safetensors.torch
 import torch
 from flax import nnx
 
-from mim4d_jax import export_mapping as em
-from mim4d_jax import import_torch
+from mim4d_jax.interop import import_torch
+from mim4d_jax.interop import mapping as em
+from mim4d_jax.interop.torch_ref.io import UnsafeCheckpointError
 from mim4d_jax.models.convnext import MaskedConvNeXt
-from mim4d_jax.torch_ref.io import UnsafeCheckpointError
 
 
 def random_backbone(variant: str, seed: int = 0) -> dict:

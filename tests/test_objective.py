@@ -7,7 +7,7 @@ import train_fixtures
 from flax import nnx
 
 from mim4d_jax.models.mim4d import build_model
-from mim4d_jax.objective import LOSS_TERMS, loss_fn
+from mim4d_jax.objectives.mim4d import LOSS_TERMS, loss_fn
 from mim4d_jax.training import optimizer
 
 

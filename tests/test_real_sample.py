@@ -1,4 +1,4 @@
-"""The one-sample real nuScenes dataroot built from ../shared/real_nuscenes_sample."""
+"""The one-sample real nuScenes dataroot built from tests/data/nuscenes_sample."""
 
 from __future__ import annotations
 

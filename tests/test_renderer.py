@@ -10,7 +10,7 @@ from flax import nnx
 from render_fixtures import CHANNELS, analytic_field, configs, sdf_volume, unit
 
 from configs import mim4d_tiny, mim4d_vs01
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 from mim4d_jax.rendering import SDFField, render_losses, render_rays
 
 

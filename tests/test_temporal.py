@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from configs import mim4d_vs01
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 from mim4d_jax.models.history_decoder import (
     HistoryDecoder,
     bev_to_volume,

@@ -14,13 +14,13 @@ import pytest
 import torch
 from flax import nnx
 
-from mim4d_jax import export_mapping as em
-from mim4d_jax import export_torch
-from mim4d_jax.config import load_config
+from mim4d_jax.interop import export_torch
+from mim4d_jax.interop import mapping as em
+from mim4d_jax.interop.torch_ref import verify
+from mim4d_jax.interop.torch_ref.io import write_state_dict
+from mim4d_jax.interop.torch_ref.model import PerceptionRef, own_slice
 from mim4d_jax.models.mim4d import build_model
-from mim4d_jax.torch_ref import verify
-from mim4d_jax.torch_ref.io import write_state_dict
-from mim4d_jax.torch_ref.model import PerceptionRef, own_slice
+from mim4d_jax.training.config_files import load_config
 
 TOL = 1e-4
 CONFIGS = {"tiny": "configs/mim4d_tiny.py:test", "S": "configs/mim4d_vs01.py:S"}

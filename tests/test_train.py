@@ -28,7 +28,7 @@ from mim4d_jax.training import backbone_init, checkpoint, dry_run
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import optimizer as optim_lib
 from mim4d_jax.training import step as step_lib
-from mim4d_jax.training.metrics import MetricsLogger
+from mim4d_jax.training.logger import MetricsLogger
 
 
 def _leaves_close(a, b, **tol) -> None:

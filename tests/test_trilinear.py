@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mim4d_jax.models.grid import VoxelGrid
-from mim4d_jax.rendering.trilinear import trilinear_lookup
+from mim4d_jax.geometry.grid import VoxelGrid
+from mim4d_jax.geometry.trilinear import trilinear_lookup
 
 # 4 x 3 x 2 voxels (X, Y, Z) of 0.5 x 1.0 x 2.0 m: anisotropic so axis mix-ups show.
 GRID = VoxelGrid.from_config((-1.0, 0.0, -2.0, 1.0, 3.0, 2.0), (0.5, 1.0, 2.0))

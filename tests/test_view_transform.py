@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 from mim4d_jax.models.view_transform import lift_to_volume, project_points
 
 PAD_HW = (32, 64)

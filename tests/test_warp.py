@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 from mim4d_jax.models.warp import relative_transform, trilinear_sample, warp_volume
 
 # Symmetric in x and y with square voxels, so a 90 degree yaw maps centres onto centres.

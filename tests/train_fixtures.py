@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from mim4d_jax.config import load_config
 from mim4d_jax.training import mesh as mesh_lib
+from mim4d_jax.training.config_files import load_config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_TEST = str(REPO_ROOT / "configs" / "mim4d_tiny.py") + ":test"

@@ -21,7 +21,7 @@ from etils import epath
 from data_prep.convert.example_codec import ExampleEncoder
 from data_prep.convert.items import ClipItem, ConversionError, ShardResult, ShardTask
 from mim4d_jax.data import schema
-from mim4d_jax.data.geometry import resize_intrinsics
+from mim4d_jax.geometry.poses import resize_intrinsics
 
 LIDAR_SOURCE_DIMS = 5  # .pcd.bin: float32 x, y, z, intensity, ring
 JPEG_QUALITY = 95

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mim4d_jax.data import geometry, masks, rays, schema
+from mim4d_jax.data import masks, rays, schema
 from mim4d_jax.data.clip import decode_resize
+from mim4d_jax.geometry import poses
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], np.float32)
@@ -95,9 +96,9 @@ def make_example_u8(
             scale_nt2[n, t] = (size_wh[0] / stored_wh[0], size_wh[1] / stored_wh[1])
 
     front = cams.index("CAM_FRONT")
-    intrinsics_nt33 = geometry.resize_intrinsics(clip["intrinsics"], scale_nt2)
-    cam2vol_nt44 = geometry.cam2vol(clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], front)
-    keylidar2cam_nt44 = geometry.keylidar2cam(
+    intrinsics_nt33 = poses.resize_intrinsics(clip["intrinsics"], scale_nt2)
+    cam2vol_nt44 = poses.cam2vol(clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], front)
+    keylidar2cam_nt44 = poses.keylidar2cam(
         clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], clip["lidar_ego2global"]
     )
 
@@ -136,10 +137,8 @@ def make_example_u8(
     return {
         "images": padded_nthw3,
         "patch_keep": patch_keep,
-        "lidar2img": geometry.lidar2img(intrinsics_nt33, cam2vol_nt44).astype(np.float32),
-        "vol2ref": geometry.vol2ref(clip["ego2global"], clip["lidar2ego"], front).astype(
-            np.float32
-        ),
+        "lidar2img": poses.lidar2img(intrinsics_nt33, cam2vol_nt44).astype(np.float32),
+        "vol2ref": poses.vol2ref(clip["ego2global"], clip["lidar2ego"], front).astype(np.float32),
         "target_frames": target_frames,
         # 0 where some camera lacks real history (its earliest frame is repeated): the loss
         # then falls back to the key frame alone, as the reference's is_hop=False.

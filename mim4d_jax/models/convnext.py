@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype
 
-from mim4d_jax.models import partitioning as part
+from mim4d_jax.models import layers
 
 # variant -> (depths, dims)
 VARIANTS: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] = {
@@ -92,13 +92,13 @@ class Block(nnx.Module):
             feature_group_count=dim,
             dtype=compute_dtype,
             param_dtype=jnp.float32,
-            kernel_init=part.depthwise_kernel_init(init=KERNEL_INIT),
-            bias_init=part.bias_init(),
+            kernel_init=layers.depthwise_kernel_init(init=KERNEL_INIT),
+            bias_init=layers.bias_init(),
             rngs=rngs,
         )
-        self.norm = part.layer_norm(dim, dtype=compute_dtype, rngs=rngs)
+        self.norm = layers.layer_norm(dim, dtype=compute_dtype, rngs=rngs)
         # Hidden dim is the `mlp` axis in both projections so tensor sharding stays consistent.
-        self.pwconv1 = part.dense(
+        self.pwconv1 = layers.dense(
             dim,
             4 * dim,
             in_axis="embed",
@@ -107,7 +107,7 @@ class Block(nnx.Module):
             init=KERNEL_INIT,
             rngs=rngs,
         )
-        self.pwconv2 = part.dense(
+        self.pwconv2 = layers.dense(
             4 * dim,
             dim,
             in_axis="mlp",
@@ -116,7 +116,7 @@ class Block(nnx.Module):
             init=KERNEL_INIT,
             rngs=rngs,
         )
-        self.gamma = part.param(jnp.full((dim,), layer_scale_init), (None,))
+        self.gamma = layers.param(jnp.full((dim,), layer_scale_init), (None,))
 
     def __call__(
         self,
@@ -162,7 +162,7 @@ class MaskedConvNeXt(nnx.Module):
         )
 
         def conv(cin: int, cout: int, k: int) -> nnx.Conv:
-            return part.conv(
+            return layers.conv(
                 cin,
                 cout,
                 (k, k),
@@ -174,12 +174,14 @@ class MaskedConvNeXt(nnx.Module):
             )
 
         def norm(c: int) -> nnx.LayerNorm:
-            return part.layer_norm(c, dtype=compute_dtype, rngs=rngs)
+            return layers.layer_norm(c, dtype=compute_dtype, rngs=rngs)
 
-        layers = [nnx.List([conv(3, dims[0], STEM_STRIDE), norm(dims[0])])]
+        stem_and_downsamples = [nnx.List([conv(3, dims[0], STEM_STRIDE), norm(dims[0])])]
         for i in range(1, 4):
-            layers.append(nnx.List([norm(dims[i - 1]), conv(dims[i - 1], dims[i], 2)]))
-        self.downsample_layers = nnx.List(layers)
+            stem_and_downsamples.append(
+                nnx.List([norm(dims[i - 1]), conv(dims[i - 1], dims[i], 2)])
+            )
+        self.downsample_layers = nnx.List(stem_and_downsamples)
         self.stages = nnx.List(
             [
                 nnx.List(

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mim4d_jax.models.partitioning import partitioned
+from mim4d_jax.models.layers import partitioned
 
 
 def bev_reference_points(bev_yx: tuple[int, int]) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 from flax.typing import Dtype
 
-from mim4d_jax.models import partitioning as part
+from mim4d_jax.models import layers
 
 
 class ConvModule(nnx.Module):
@@ -35,7 +35,7 @@ class ConvModule(nnx.Module):
         pad = kernel // 2
         # Explicit torch-style padding: "SAME" pads (0, 1) for a 3x3 stride-2 conv on an even
         # input, torch pads (1, 1), so exported weights would give shifted outputs.
-        self.conv = part.conv(
+        self.conv = layers.conv(
             in_channels,
             out_channels,
             (kernel, kernel),

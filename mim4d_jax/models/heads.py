@@ -13,19 +13,19 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype
 
-from mim4d_jax.models import partitioning as part
+from mim4d_jax.models import layers
 
 
 def make_input_proj(channels: int, *, compute_dtype: Dtype | str, rngs: nnx.Rngs) -> nnx.Conv:
     """Conv2d(C, C, 1) applied to each FPN level (weights shared across levels)."""
-    return part.conv(channels, channels, (1, 1), dtype=jnp.dtype(compute_dtype), rngs=rngs)
+    return layers.conv(channels, channels, (1, 1), dtype=jnp.dtype(compute_dtype), rngs=rngs)
 
 
 def make_depth_net(
     channels: int, depth_bins: int, *, compute_dtype: Dtype | str, rngs: nnx.Rngs
 ) -> nnx.Conv:
     """Conv2d(C, depth_bins, 1) (`SimpleDepth`)."""
-    return part.conv(channels, depth_bins, (1, 1), dtype=jnp.dtype(compute_dtype), rngs=rngs)
+    return layers.conv(channels, depth_bins, (1, 1), dtype=jnp.dtype(compute_dtype), rngs=rngs)
 
 
 def depth_probs(depth_net: nnx.Conv, feat_nhwc: jax.Array) -> jax.Array:

@@ -13,14 +13,14 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mim4d_jax.models import partitioning as part
+from mim4d_jax.geometry.grid import VoxelGrid
+from mim4d_jax.models import layers
 from mim4d_jax.models.convnext import MaskedConvNeXt, variant_dims
+from mim4d_jax.models.fields import SDFField
 from mim4d_jax.models.fpn import FPN
-from mim4d_jax.models.grid import VoxelGrid
 from mim4d_jax.models.heads import make_depth_net, make_input_proj, project_and_depth
 from mim4d_jax.models.history_decoder import HistoryDecoder, predict_dropped_frame
 from mim4d_jax.models.view_transform import lift_to_volume
-from mim4d_jax.rendering.fields import SDFField
 
 
 def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -30,8 +30,8 @@ def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
         momentum=0.9,
         epsilon=1e-5,
         param_dtype=jnp.float32,
-        scale_init=part.scale_init(),
-        bias_init=part.bias_init(),
+        scale_init=layers.scale_init(),
+        bias_init=layers.bias_init(),
         rngs=rngs,
     )
 
@@ -68,7 +68,7 @@ class MIM4D(nnx.Module):
         self.depth_net = make_depth_net(
             int(m.fpn_channels), int(m.depth_bins), compute_dtype=dtype, rngs=rngs
         )
-        conv3d = part.conv(
+        conv3d = layers.conv(
             int(m.fpn_channels),
             int(m.render_channels),
             (3, 3, 3),

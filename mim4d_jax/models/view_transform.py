@@ -1,6 +1,6 @@
 """2D -> 3D lift (the reference `Uni3DViewTrans` of vs0.1, parameter-free), per frame.
 
-For every voxel CENTRE p (mim4d_jax.models.grid) and camera n:
+For every voxel CENTRE p (mim4d_jax.geometry.grid) and camera n:
   (u d, v d, d, 1) = lidar2img[n] @ (p, 1)        u, v in padded-input pixels, d in metres
   valid  = d > 1e-5 and 0 < u/Wp < 1 and 0 < v/Hp < 1 and 0 < d/depth_max < 1
   vol[p] = sum_{n, l} valid * bilinear(feat_l[n], (x_l, y_l)) * trilinear(depth_l[n], (x_l, y_l, k))
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 
 DEPTH_EPS = 1e-5  # reference: points with camera depth <= 1e-5 are behind/at the camera
 

@@ -17,7 +17,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 
 
 def render_losses(

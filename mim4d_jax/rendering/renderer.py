@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mim4d_jax.models.grid import VoxelGrid
-from mim4d_jax.rendering.fields import SDFField
+from mim4d_jax.geometry.grid import VoxelGrid
+from mim4d_jax.geometry.trilinear import trilinear_lookup
+from mim4d_jax.models.fields import SDFField
 from mim4d_jax.rendering.sampling import neus_samples, ray_box_near_far, weights_from_alphas
-from mim4d_jax.rendering.trilinear import trilinear_lookup
 
 
 def _at_least_f32(x: jnp.ndarray) -> jnp.ndarray:

@@ -1,3 +1,2 @@
-"""PyTorch consumers of an export, written from the spec: ConvNeXt (official key names), mmdet
-FPN, the 1x1 heads and render_conv (`model.PerceptionRef`), the reference key table
-(`reference_keys`), safe checkpoint I/O (`io`) and the golden-file check (`verify`)."""
+"""Entry-point package for `python -m mim4d_jax.torch_ref.verify`; the PyTorch reference
+modules live in mim4d_jax/interop/torch_ref/."""

@@ -50,6 +50,6 @@ def merge_backbone(params: dict, backbone: dict, shardings: dict) -> dict:
 
 
 def load_backbone(path: str, variant: str, params: dict, shardings: dict) -> dict:
-    from mim4d_jax.import_torch import load_backbone_params  # lazy: only when configured
+    from mim4d_jax.interop.import_torch import load_backbone_params  # lazy: only when configured
 
     return merge_backbone(params, load_backbone_params(path, variant), shardings)

@@ -34,7 +34,7 @@ def default_model_factory(config: ml_collections.ConfigDict) -> ModelFactory:
 
 
 def default_loss_fn() -> LossFn:
-    from mim4d_jax.objective import loss_fn
+    from mim4d_jax.objectives.mim4d import loss_fn
 
     return loss_fn
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mim4d_jax.models.partitioning import bias_init, dense_kernel_init, partitioned
+from mim4d_jax.models.layers import bias_init, dense_kernel_init, partitioned
 
 # PyTorch nn.Linear's default kernel init is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance
 # 1/(3 fan_in); keeping it keeps the initial SDF/RGB scale of the reference.

@@ -6,7 +6,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import mim4d_vs01
-from mim4d_jax.models import partitioning as part
+from mim4d_jax.models import layers
 from mim4d_jax.models.convnext import MaskedConvNeXt
 from mim4d_jax.models.fpn import FPN
 
@@ -52,10 +52,10 @@ def test_params_shard_on_a_fake_mesh() -> None:
 
 def test_helpers_annotate_without_mesh() -> None:
     rngs = nnx.Rngs(0)
-    dense = part.dense(4, 8, in_axis="mlp", out_axis="embed", rngs=rngs)
+    dense = layers.dense(4, 8, in_axis="mlp", out_axis="embed", rngs=rngs)
     assert dense.kernel.get_metadata()["out_sharding"] == ("mlp", "embed")
     assert dense.bias.get_metadata()["out_sharding"] == (None,)
-    conv3d = part.conv(4, 8, (3, 3, 3), padding=((1, 1),) * 3, rngs=rngs)
+    conv3d = layers.conv(4, 8, (3, 3, 3), padding=((1, 1),) * 3, rngs=rngs)
     assert conv3d.kernel.get_metadata()["out_sharding"] == (None, None, None, "embed", "mlp")
-    gamma = part.param(np.ones(3), (None,))
+    gamma = layers.param(np.ones(3), (None,))
     assert gamma.get_metadata()["out_sharding"] == (None,) and gamma[...].dtype == np.float32

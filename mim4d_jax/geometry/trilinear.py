@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mim4d_jax.models.grid import VoxelGrid
+from mim4d_jax.geometry.grid import VoxelGrid
 
 
 def trilinear_lookup(vol_zyxc: jnp.ndarray, points_p3: jnp.ndarray, grid: VoxelGrid) -> jnp.ndarray:

@@ -11,7 +11,7 @@ run; mim4d_jax has no such module) and `ema_*` buffers.
 
 import ml_collections
 
-from mim4d_jax.torch_ref.model import PerceptionRef
+from mim4d_jax.interop.torch_ref.model import PerceptionRef
 
 Shapes = dict[str, tuple[int, ...]]
 

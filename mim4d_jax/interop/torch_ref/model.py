@@ -12,8 +12,8 @@ import ml_collections
 import torch
 from torch import nn
 
-from mim4d_jax.torch_ref.convnext import VARIANTS, ConvNeXt
-from mim4d_jax.torch_ref.fpn import FPN
+from mim4d_jax.interop.torch_ref.convnext import VARIANTS, ConvNeXt
+from mim4d_jax.interop.torch_ref.fpn import FPN
 
 # State-dict prefixes owned by PerceptionRef (everything else in an export is pre-train-only).
 PREFIXES: tuple[str, ...] = (

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mim4d_jax import camera_rays
 from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD
+from mim4d_jax.geometry import camera_rays
 from mim4d_jax.models.mim4d import MIM4D
 from mim4d_jax.rendering.renderer import render_rays
 

@@ -1,0 +1,1 @@
+"""Evaluation of trained workdirs: pretext metrics (depth, RGB), PNG panels."""

@@ -1,0 +1,241 @@
+r"""Pre-training evaluation: render every camera of every validation clip from the directly
+lifted and the temporally predicted volume of the key frame; depth error against LiDAR (and
+against the synthetic world's dense ground truth), RGB PSNR, and PNG panels.
+
+  python -m mim4d_jax.evaluate --config configs/mim4d_tiny.py --workdir workdirs/tiny \
+      --config.data.dir=datasets/synthetic_clips [--step N] [--depth_gt datasets/synthetic]
+
+Writes `WORKDIR/eval/step_<N>.json`:
+  {"step": N, "direct": {"depth_abs_rel", "depth_rmse_m", "rgb_psnr_db", ...},
+   "predicted": {...}}
+(`dense_depth_abs_rel` / `dense_depth_rmse_m` too when `--depth_gt` names the synthetic
+dataroot: every rendered pixel whose ground-truth surface lies inside `model.pc_range`)
+and `WORKDIR/eval/step_<N>_clip<i>.png` panels: one row per camera with the
+(masked) model input, the target image, and rendered RGB and depth of both volumes.
+
+`--step 0` with no step-0 checkpoint evaluates the trainer's initial parameters (drawn from
+`config.seed` exactly as mim4d_jax.train does).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD, make_example
+from mim4d_jax.data.reader import ClipReader
+from mim4d_jax.evaluation import metrics as eval_metrics
+from mim4d_jax.evaluation import panels as eval_panels
+from mim4d_jax.geometry import camera_rays
+from mim4d_jax.models.mim4d import build_model
+from mim4d_jax.objectives.mim4d import render_batch
+from mim4d_jax.rendering import cameras as preview
+from mim4d_jax.training import backbone_init, checkpoint
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (checkpoints, eval/ output)")
+_STEP = flags.DEFINE_integer("step", None, "checkpoint step; default: the latest")
+_DEPTH_GT = flags.DEFINE_string("depth_gt", "", "synthetic dataroot with depth_gt/ (optional)")
+_MAX_CLIPS = flags.DEFINE_integer("max_clips", 0, "evaluate the first N clips (0 = all)")
+_STRIDE = flags.DEFINE_integer("stride", 0, "render every Nth pixel (0 = about 100 px wide)")
+_MASK = flags.DEFINE_bool("mask", True, "mask the inputs as in pre-training (seeded)")
+_PANELS = flags.DEFINE_integer("panels", 2, "PNG panels for the first N clips")
+
+VOLUMES = ("direct", "predicted")
+
+
+def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int]:
+    """(params, batch_stats, step) of the checkpoint, or the initial parameters for step 0."""
+    ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+    saved = (
+        checkpoint.make_manager(workdir, read_only=True).all_steps() if ckpt_dir.is_dir() else []
+    )
+    if step == 0 and 0 not in saved:
+        model = build_model(config, nnx.Rngs(config.seed))
+        _, params, bstats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        params = nnx.to_pure_dict(params)
+        if config.init.backbone:  # as the trainer's step 0
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            shardings = jax.tree.map(lambda _: device, params)
+            params = backbone_init.load_backbone(
+                config.init.backbone, config.model.backbone, params, shardings
+            )
+        return params, nnx.to_pure_dict(bstats), 0
+    _, params, bstats, step = checkpoint.restore_params(workdir, step)
+    return params, bstats, step
+
+
+def make_eval_fn(config, graphdef, uv_p2: np.ndarray):
+    """Jitted (params, batch_stats, batch of 1) -> renders of the key frame for both volumes."""
+    uv_p2 = jnp.asarray(uv_p2.reshape(-1, 2))
+
+    @jax.jit
+    def evaluate(params, bstats, batch):
+        model = nnx.merge(graphdef, params, bstats, copy=True)
+        vols_btzyxc = model.lift(batch["images"], batch["patch_keep"], batch["lidar2img"])
+        key_b = jnp.zeros((1,), jnp.int32)
+        volumes = {
+            "direct": vols_btzyxc[:, 0],
+            "predicted": model.predict(vols_btzyxc, batch["vol2ref"], key_b),
+        }
+        out = {}
+        for name, vol_bzyxc in volumes.items():
+            lidar = render_batch(
+                model, vol_bzyxc, batch["ray_origin"][:, 0], batch["ray_dir"][:, 0], None
+            )
+
+            rgb_np3, depth_np, z_to_range_np = preview.render_cameras(
+                model, vol_bzyxc[0], batch["lidar2img"][0, :, 0], uv_p2
+            )
+            out[name] = {
+                "ray_depth": lidar["depth_r"][0],
+                "rgb": rgb_np3,
+                "depth": depth_np,
+                "z_to_range": z_to_range_np,
+            }
+        return out
+
+    return evaluate
+
+
+def _dense_gt(depth_gt_root: pathlib.Path, index: dict, token: str, cam: str, uv_hw2, image_wh):
+    """Ground-truth camera z-depth of the synthetic world at the rendered pixels (0 = sky)."""
+    path = depth_gt_root.parent / index[token][cam]  # index paths are relative to the dataroot
+    depth_hw = np.load(path)
+    scale_x = depth_hw.shape[1] / image_wh[0]
+    scale_y = depth_hw.shape[0] / image_wh[1]
+    cols = np.clip(np.floor((uv_hw2[..., 0] + 0.5) * scale_x), 0, depth_hw.shape[1] - 1).astype(int)
+    rows = np.clip(np.floor((uv_hw2[..., 1] + 0.5) * scale_y), 0, depth_hw.shape[0] - 1).astype(int)
+    return depth_hw[rows, cols]
+
+
+def _in_volume_range(gt_z_nhw, lidar2img_n44, uv_hw2, pc_range) -> np.ndarray:
+    """Dense ground truth as ray lengths (N, P), 0 where the surface is sky or outside the
+    modelled volume (the renderer cannot place a surface there, as the LiDAR targets)."""
+    lo_3, hi_3 = np.asarray(pc_range[:3]), np.asarray(pc_range[3:])
+    out = []
+    for gt_z_hw, lidar2img_44 in zip(gt_z_nhw, lidar2img_n44):
+        origins, dirs, z_to_range = map(
+            np.asarray, camera_rays.image_rays(jnp.asarray(lidar2img_44), uv_hw2.reshape(-1, 2))
+        )
+        range_p = gt_z_hw.reshape(-1) * z_to_range
+        points_p3 = origins + dirs * range_p[:, None]
+        inside = np.all((points_p3 >= lo_3) & (points_p3 <= hi_3), axis=1) & (range_p > 0)
+        out.append(np.where(inside, range_p, 0.0))
+    return np.stack(out)
+
+
+def run(
+    config,
+    workdir: str,
+    step: int | None,
+    *,
+    depth_gt: str = "",
+    max_clips: int = 0,
+    stride: int = 0,
+    mask: bool = True,
+    panels: int = 2,
+) -> dict:
+    """Evaluates a checkpoint on `config.data.val_split`; returns and writes the metrics."""
+    params, bstats, step = load_params(config, workdir, step)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))
+    image_wh = tuple(int(v) for v in config.data.image_size)
+    stride = stride or -(-image_wh[0] // 100)  # rendered images at most 100 px wide
+    uv_hw2 = camera_rays.pixel_grid(image_wh, stride)
+    out_hw = uv_hw2.shape[:2]
+    evaluate = make_eval_fn(config, graphdef, uv_hw2)
+
+    depth_root = pathlib.Path(depth_gt) / "depth_gt" if depth_gt else None
+    depth_index = json.loads((depth_root / "index.json").read_text()) if depth_root else None
+    lidar = {v: eval_metrics.DepthErrors() for v in VOLUMES}
+    dense = {v: eval_metrics.DepthErrors() for v in VOLUMES}
+    colour = {v: eval_metrics.ColourErrors() for v in VOLUMES}
+    out_dir = pathlib.Path(workdir) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cams = tuple(config.data.cameras)
+    pc_range = tuple(config.model.pc_range)
+
+    reader = ClipReader(config, config.data.val_split)
+    num_clips = len(reader) if max_clips <= 0 else min(max_clips, len(reader))
+    for index in range(num_clips):
+        clip, where = reader.read_clip(index)
+        example = make_example(
+            clip, config, seed=config.seed, position=index, train=mask, where=where
+        )
+        batch = {k: jnp.asarray(v)[None] for k, v in example.items()}
+        renders = jax.device_get(evaluate(params, bstats, batch))
+        images_nhw3 = example["images"][:, 0] * IMAGENET_STD / 255.0 + IMAGENET_MEAN / 255.0
+        target_nhw3 = np.stack(
+            [preview.numpy_block_mean(img, stride, out_hw) for img in images_nhw3]
+        )
+        ray_depth_gt = example["ray_depth"][0]
+        gt_z_nhw = gt_range_np = None
+        if depth_index is not None:
+            gt_z_nhw = np.stack(
+                [
+                    _dense_gt(depth_root, depth_index, clip["sample_token"], cam, uv_hw2, image_wh)
+                    for cam in cams
+                ]
+            )
+            gt_range_np = _in_volume_range(gt_z_nhw, example["lidar2img"][:, 0], uv_hw2, pc_range)
+        for name in VOLUMES:
+            r = renders[name]
+            lidar[name].add(r["ray_depth"], ray_depth_gt)
+            colour[name].add(r["rgb"].reshape(target_nhw3.shape), target_nhw3)
+            if gt_range_np is not None:
+                dense[name].add(r["depth"], gt_range_np)
+        if index < panels:
+            eval_panels.write_panel(
+                out_dir / f"step_{step}_clip{index}.png",
+                example,
+                renders,
+                target_nhw3,
+                out_hw,
+                cams,
+                gt_z_nhw,
+                float(config.model.depth_max),
+            )
+    reader.close()
+
+    result = {"step": int(step), "num_clips": num_clips, "stride": stride}
+    for name in VOLUMES:
+        result[name] = {**lidar[name].result(), **colour[name].result()}
+        if depth_index is not None:
+            result[name].update({f"dense_{k}": v for k, v in dense[name].result().items()})
+    path = out_dir / f"step_{step}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.rename(path)
+    return result
+
+
+def main(argv) -> None:
+    del argv
+    result = run(
+        _CONFIG.value,
+        _WORKDIR.value,
+        _STEP.value,
+        depth_gt=_DEPTH_GT.value,
+        max_clips=_MAX_CLIPS.value,
+        stride=_STRIDE.value,
+        mask=_MASK.value,
+        panels=_PANELS.value,
+    )
+    print(json.dumps(result))
+
+
+def cli() -> None:
+    """Console script `mim4d-evaluate` and `python -m mim4d_jax.evaluate`."""
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

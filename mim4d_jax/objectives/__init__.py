@@ -1,0 +1,1 @@
+"""Pre-training objectives: losses computed from a model and a batch."""
