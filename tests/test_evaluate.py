@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from render_fixtures import analytic_field, configs, sdf_volume
 
-from mim4d_jax.geometry import camera_rays, eval_metrics, preview
+from mim4d_jax.evaluation import metrics as eval_metrics
+from mim4d_jax.geometry import camera_rays
+from mim4d_jax.rendering import cameras as preview
 
 PLANE_Z = -1.0
 WIDTH, HEIGHT, FOCAL = 48, 32, 40.0
