@@ -20,9 +20,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mim4d_jax.data.batch import abstract_batch, batch_sharding
 from mim4d_jax.training import dry_run
-from mim4d_jax.training import mesh as mesh_lib
-from mim4d_jax.training import step as step_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "config file (default: by platform)", lock_config=True
@@ -49,7 +48,7 @@ def peak_flops(device: jax.Device) -> float | None:
 def random_batch(config, sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
     """A batch with valid value ranges (unit ray directions, exact-count masks, targets [0, 1])."""
     rng = np.random.default_rng(0)
-    shapes = step_lib.abstract_batch(config)
+    shapes = abstract_batch(config)
     batch = {k: rng.normal(size=s.shape).astype(s.dtype) for k, s in shapes.items()}
     batch["patch_keep"] = (
         rng.uniform(size=shapes["patch_keep"].shape) > config.data.mask_ratio
@@ -86,7 +85,7 @@ def main(argv: Sequence[str]) -> None:
     flops = dry_run.step_flops(compiled)
     with jax.set_mesh(mesh):
         state = fns.init_state(*fns.init_params())
-        batch = random_batch(config, mesh_lib.batch_sharding(mesh))
+        batch = random_batch(config, batch_sharding(mesh))
         for _ in range(2):  # warm-up: first-call dispatch and allocator growth
             state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)

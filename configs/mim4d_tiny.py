@@ -30,6 +30,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.data.num_rays = 128
 
     c.model.backbone = "tiny"
+    c.init.backbone = "none"  # CPU-sized: no ImageNet weights of this variant exist
     c.model.drop_path_rate = 0.0
     c.model.fpn_channels = 32
     c.model.depth_bins = 32

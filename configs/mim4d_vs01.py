@@ -110,7 +110,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.optim.ema_decay = 0.0  # 0 = no EMA; the reference uses 2e-4 momentum = 0.9998
 
     c.init = ml_collections.ConfigDict()
-    c.init.backbone = ""  # ImageNet ConvNeXt .pth/.safetensors (mim4d_jax.import_torch)
+    # Required: the .npz of ImageNet ConvNeXt weights (python -m mim4d_jax.import_torch), or
+    # "none" to train from random init on purpose. Unset is an error naming where to get them.
+    c.init.backbone = ""
 
     c.profile = ml_collections.ConfigDict()
     c.profile.start_step = -1  # -1 = no jax.profiler trace

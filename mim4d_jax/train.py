@@ -129,11 +129,10 @@ def _train_loop(
         logging.info("resumed from %s at step %d", workdir / "checkpoints", last_good)
     else:
         params, batch_stats = fns.init_params()
-        if config.init.backbone:
-            params = backbone_init.load_backbone(
-                config.init.backbone, config.model.backbone, params, fns.shardings["params"]
-            )
-            logging.info("backbone initialised from %s", config.init.backbone)
+        backbone = backbone_init.backbone_path(config)
+        if backbone is not None:
+            params = backbone_init.load_backbone(backbone, params, fns.shardings["params"])
+            logging.info("backbone initialised from %s", backbone)
         state = fns.init_state(params, batch_stats)
     checkpoint.write_config(workdir, config)  # after the compatibility check passed
     start = int(jax.device_get(state["step"]))

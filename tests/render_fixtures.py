@@ -9,7 +9,7 @@ from flax import nnx
 
 from configs import mim4d_tiny
 from mim4d_jax.geometry.grid import VoxelGrid
-from mim4d_jax.rendering import SDFField
+from mim4d_jax.models.fields import SDFField
 
 CHANNELS = 4
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import mim4d_tiny
-from mim4d_jax.data import pipeline as pipeline_lib
+from mim4d_jax.data.batch import abstract_batch, batch_sharding
 from mim4d_jax.data.example import make_example
 from mim4d_jax.data.pipeline import EpochOrder, make_input_pipeline
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
@@ -64,28 +64,20 @@ def test_batches_are_sharded_global_arrays_of_the_contract(dataset_root):
     host = make_example(clip, config, seed=config.seed, position=5)
     for key, value in host.items():
         np.testing.assert_allclose(np.asarray(batch[key][5]), value, atol=1e-5, err_msg=key)
-    b, n, t, r = 8, 6, 3, config.data.num_rays
-    expected = {
-        "images": ((b, n, t, 96, 160, 3), np.float32),
-        "patch_keep": ((b, n, t, 3, 5), np.float32),
-        "lidar2img": ((b, n, t, 4, 4), np.float32),
-        "vol2ref": ((b, t, 4, 4), np.float32),
-        "target_frames": ((b, 2), np.int32),
-        "ray_origin": ((b, 2, n * r, 3), np.float32),
-        "ray_dir": ((b, 2, n * r, 3), np.float32),
-        "ray_rgb": ((b, 2, n * r, 3), np.float32),
-        "ray_depth": ((b, 2, n * r), np.float32),
-        "temporal_valid": ((b,), np.float32),
-    }
-    assert set(batch) == set(expected)
-    for key, (shape, dtype) in expected.items():
-        assert batch[key].shape == shape and batch[key].dtype == dtype, key
-        assert batch[key].sharding.is_equivalent_to(pipeline_lib.batch_sharding(mesh), len(shape))
-        assert (
-            len(batch[key].addressable_shards) == 8
-            and batch[key].addressable_shards[0].data.shape[0] == 1
-        )
-    keep = np.asarray(batch["patch_keep"]).reshape(b * n * t, -1)
+    # The one batch spec: the pipeline's batch is exactly the abstract batch the dry run and
+    # ahead-of-time compilation use (keys, shapes, dtypes, shardings).
+    abstract = abstract_batch(config, batch_sharding(mesh))
+    assert set(batch) == set(abstract)
+    for key, want in abstract.items():
+        got = batch[key]
+        assert (got.shape, got.dtype) == (want.shape, want.dtype), key
+        assert got.sharding.is_equivalent_to(want.sharding, len(want.shape)), key
+        assert len(got.addressable_shards) == 8 and got.addressable_shards[0].data.shape[0] == 1
+    # Spot-check the spec against the documented layout (8 samples, 160x96 padded images).
+    assert abstract["images"].shape == (8, 6, 3, 96, 160, 3)
+    assert abstract["ray_depth"].shape == (8, 2, 6 * config.data.num_rays)
+    b = 8
+    keep = np.asarray(batch["patch_keep"]).reshape(b * 6 * 3, -1)
     np.testing.assert_array_equal(keep.sum(1), round(15 * 0.7))
     np.testing.assert_allclose(
         np.asarray(batch["vol2ref"])[:, 0], np.broadcast_to(np.eye(4), (b, 4, 4)), atol=1e-5

@@ -1,8 +1,6 @@
 """Evaluation: a volume with known geometry scores the expected error through the same chain
 as `mim4d_jax.evaluate` (lidar2img -> camera rays -> renderer -> metrics)."""
 
-import types
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,7 +8,7 @@ from render_fixtures import analytic_field, configs, sdf_volume
 
 from mim4d_jax.evaluation import metrics as eval_metrics
 from mim4d_jax.geometry import camera_rays
-from mim4d_jax.rendering import cameras as preview
+from mim4d_jax.rendering.renderer import Renderer
 
 PLANE_Z = -1.0
 WIDTH, HEIGHT, FOCAL = 48, 32, 40.0
@@ -45,16 +43,13 @@ def _analytic_range(cam2vol: np.ndarray, uv_p2: np.ndarray) -> np.ndarray:
 
 def test_plane_scores_expected_depth_and_colour_errors():
     render_cfg, model_cfg = configs()
-    model = types.SimpleNamespace(
-        render_model=analytic_field(render_cfg, colour=0.3, inv_s=2000.0),
-        render_cfg=render_cfg,
-        model_cfg=model_cfg,
-    )
+    field = analytic_field(render_cfg, colour=0.3, inv_s=2000.0)
+    renderer = Renderer.from_configs(render_cfg, model_cfg)
     vol = sdf_volume(model_cfg, lambda p: p[..., 2] - PLANE_Z)
     lidar2img, cam2vol = _camera()
     uv_p2 = camera_rays.pixel_grid((WIDTH, HEIGHT), stride=2).reshape(-1, 2)
-    rgb, depth, z_to_range = preview.render_cameras(
-        model, vol, jnp.asarray(lidar2img[None], jnp.float32), jnp.asarray(uv_p2)
+    rgb, depth, z_to_range = renderer.render_pixels(
+        field, vol, jnp.asarray(lidar2img[None], jnp.float32), jnp.asarray(uv_p2)
     )
     truth = _analytic_range(cam2vol, uv_p2)
     # Only pixels whose plane hit lies inside the 6.4 m volume carry a valid target.

@@ -7,7 +7,7 @@ import train_fixtures
 from flax import nnx
 
 from mim4d_jax.models.mim4d import build_model
-from mim4d_jax.objectives.mim4d import LOSS_TERMS, loss_fn
+from mim4d_jax.objectives.mim4d import LOSS_TERMS, make_loss_fn
 from mim4d_jax.training import optimizer
 
 
@@ -22,6 +22,7 @@ def test_loss_terms_and_single_frame_fallback():
     config = train_fixtures.tiny_config("batch_size=2")
     model = build_model(config, nnx.Rngs(0))
     graphdef, state = nnx.split(model)
+    loss_fn = make_loss_fn(config)
 
     @jax.jit
     def losses(state, batch):

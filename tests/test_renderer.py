@@ -11,7 +11,8 @@ from render_fixtures import CHANNELS, analytic_field, configs, sdf_volume, unit
 
 from configs import mim4d_tiny, mim4d_vs01
 from mim4d_jax.geometry.grid import VoxelGrid
-from mim4d_jax.rendering import SDFField, render_losses, render_rays
+from mim4d_jax.models.fields import SDFField
+from mim4d_jax.rendering.renderer import Renderer
 
 
 def test_plane_depth_matches_ray_plane_distance():
@@ -24,7 +25,9 @@ def test_plane_depth_matches_ray_plane_distance():
     dirs = unit(jnp.concatenate([horizontal, -jnp.ones((12, 1))], axis=-1))
     want = (origins[:, 2] - plane_z) / -dirs[:, 2]
     for rng in (None, jax.random.key(2)):
-        out = render_rays(field, vol, origins, dirs, render_cfg, model_cfg, rng)
+        out = Renderer.from_configs(render_cfg, model_cfg).render_rays(
+            field, vol, origins, dirs, rng
+        )
         # Voxels are 0.4 m; the renderer places depth within a few centimetres.
         np.testing.assert_allclose(out["depth_r"], want, atol=0.08)
         np.testing.assert_allclose(out["weight_sum_r"], 1.0, atol=1e-3)
@@ -44,7 +47,9 @@ def test_sphere_depth_matches_ray_sphere_distance():
     along = jnp.sum(dirs * to_centre, axis=-1)
     closest_sq = jnp.sum(to_centre**2, axis=-1) - along**2
     want = along - jnp.sqrt(radius**2 - closest_sq)
-    out = render_rays(field, vol, origins, dirs, render_cfg, model_cfg, jax.random.key(4))
+    out = Renderer.from_configs(render_cfg, model_cfg).render_rays(
+        field, vol, origins, dirs, jax.random.key(4)
+    )
     # Trilinear interpolation of a curved SDF on 0.4 m voxels is off by a few centimetres.
     np.testing.assert_allclose(out["depth_r"], want, atol=0.1)
     np.testing.assert_allclose(out["weight_sum_r"], 1.0, atol=1e-3)
@@ -57,7 +62,7 @@ def test_rays_that_miss_everything_render_black():
     vol = sdf_volume(model_cfg, lambda p: p[..., 2] + 10.0)
     origins = jnp.zeros((4, 3))
     dirs = unit(jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 0.2, 0.0]]))
-    out = render_rays(field, vol, origins, dirs, render_cfg, model_cfg)
+    out = Renderer.from_configs(render_cfg, model_cfg).render_rays(field, vol, origins, dirs)
     np.testing.assert_allclose(out["weight_sum_r"], 0.0, atol=1e-3)
     np.testing.assert_allclose(out["rgb_r3"], 0.0, atol=1e-3)
 
@@ -95,8 +100,10 @@ def test_loss_gradients_match_finite_differences():
 
         def loss(params_tree, vol_zyxc):
             field_ = nnx.merge(graphdef, params_tree)
-            out = render_rays(field_, vol_zyxc, origins, dirs, render_cfg, model_cfg)
-            terms = render_losses(out, rgb_gt, depth_gt, render_cfg, model_cfg)
+            out = Renderer.from_configs(render_cfg, model_cfg).render_rays(
+                field_, vol_zyxc, origins, dirs
+            )
+            terms = Renderer.from_configs(render_cfg, model_cfg).losses(out, rgb_gt, depth_gt)
             return terms["rgb_loss"] + terms["depth_loss"]
 
         loss_fn = jax.jit(loss)
@@ -137,16 +144,10 @@ def test_chunked_equals_unchunked():
     graphdef, params = nnx.split(field)
 
     def loss_and_out(params_tree, vol_zyxc, cfg):
-        out = render_rays(
-            nnx.merge(graphdef, params_tree),
-            vol_zyxc,
-            origins,
-            dirs,
-            cfg,
-            model_cfg,
-            jax.random.key(12),
+        out = Renderer.from_configs(cfg, model_cfg).render_rays(
+            nnx.merge(graphdef, params_tree), vol_zyxc, origins, dirs, jax.random.key(12)
         )
-        terms = render_losses(out, rgb_gt, depth_gt, cfg, model_cfg)
+        terms = Renderer.from_configs(cfg, model_cfg).losses(out, rgb_gt, depth_gt)
         return terms["rgb_loss"] + terms["depth_loss"], out
 
     whole_cfg = ml_collections.ConfigDict(render_cfg.to_dict())
@@ -175,8 +176,8 @@ def test_jitted_render_compiles_once():
     @jax.jit
     def render(params_tree, vol, origins, dirs, rng):
         traces.append(1)
-        return render_rays(
-            nnx.merge(graphdef, params_tree), vol, origins, dirs, config.render, config.model, rng
+        return Renderer.from_configs(config.render, config.model).render_rays(
+            nnx.merge(graphdef, params_tree), vol, origins, dirs, rng
         )
 
     grid = VoxelGrid.from_config(config.model.pc_range, config.model.voxel_size)
@@ -232,11 +233,15 @@ def test_losses_weights_scale_and_depth_mask():
     }
     rgb_gt = jnp.array([[0.5, 0.2, 0.5], [1.0, 0.0, 0.3]])
     # The second ray is a top-up ray (depth -1): RGB only.
-    terms = render_losses(pred, rgb_gt, jnp.array([3.2, -1.0]), render_cfg, model_cfg)
+    terms = Renderer.from_configs(render_cfg, model_cfg).losses(
+        pred, rgb_gt, jnp.array([3.2, -1.0])
+    )
     np.testing.assert_allclose(terms["rgb_loss"], 10.0 * 0.6 / 6, rtol=1e-6)
     np.testing.assert_allclose(terms["depth_loss"], 2.0 * 0.8 / 6.4, rtol=1e-6)
     # No valid depth at all: zero, not NaN.
-    terms = render_losses(pred, rgb_gt, jnp.array([-1.0, -1.0]), render_cfg, model_cfg)
+    terms = Renderer.from_configs(render_cfg, model_cfg).losses(
+        pred, rgb_gt, jnp.array([-1.0, -1.0])
+    )
     assert float(terms["depth_loss"]) == 0.0
 
 
@@ -252,8 +257,8 @@ def test_chunking_bounds_backward_memory():
         cfg.chunk_rays = chunk
 
         def loss(params_tree, vol_zyxc, origins, dirs, cfg=cfg):
-            out = render_rays(
-                nnx.merge(graphdef, params_tree), vol_zyxc, origins, dirs, cfg, model_cfg
+            out = Renderer.from_configs(cfg, model_cfg).render_rays(
+                nnx.merge(graphdef, params_tree), vol_zyxc, origins, dirs
             )
             return jnp.sum(out["rgb_r3"]) + jnp.sum(out["depth_r"])
 

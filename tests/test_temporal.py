@@ -10,6 +10,7 @@ from flax import nnx
 
 from configs import mim4d_vs01
 from mim4d_jax.geometry.grid import VoxelGrid
+from mim4d_jax.geometry.rigid import relative_transform
 from mim4d_jax.models.history_decoder import (
     HistoryDecoder,
     bev_to_volume,
@@ -18,7 +19,7 @@ from mim4d_jax.models.history_decoder import (
     sine_positional_encoding,
     volume_to_bev,
 )
-from mim4d_jax.models.warp import relative_transform, warp_volume
+from mim4d_jax.models.warp import warp_volume
 
 # Tiny: Z, Y, X = 2, 8, 8; C = 4; T = 3.
 GRID = VoxelGrid.from_config((-4.0, -4.0, -1.0, 4.0, 4.0, 2.0), (1.0, 1.0, 1.5))

@@ -81,7 +81,8 @@ def _interior_points(seed: int) -> jnp.ndarray:
     """Points away from cell boundaries, so central differences stay within one cell."""
     cells = jax.random.randint(jax.random.key(seed), (6, 3), 0, jnp.array([3, 2, 1]))
     offsets = jax.random.uniform(jax.random.key(seed + 1), (6, 3), minval=0.2, maxval=0.8)
-    return GRID.index_to_metric(cells + offsets)
+    lower = jnp.asarray(GRID.lower_xyz)
+    return lower + (cells + offsets + 0.5) * jnp.asarray(GRID.voxel_size)
 
 
 def test_point_gradient_matches_finite_differences():

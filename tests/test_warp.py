@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mim4d_jax.geometry.grid import VoxelGrid
-from mim4d_jax.models.warp import relative_transform, trilinear_sample, warp_volume
+from mim4d_jax.geometry.rigid import relative_transform
+from mim4d_jax.geometry.trilinear import sample_at_index
+from mim4d_jax.models.warp import warp_volume
 
 # Symmetric in x and y with square voxels, so a 90 degree yaw maps centres onto centres.
 # Z, Y, X = 2, 8, 8.
@@ -84,7 +86,7 @@ def test_relative_transform_composes_through_frame_zero():
 def test_trilinear_sample_interpolates_and_pads_with_zeros():
     vol = _random_vol(4)
     idx_p3 = jnp.asarray([[1.25, 2.0, 0.0], [-1.0, 0.0, 0.0], [7.5, 3.0, 1.0]])  # (i, j, k)
-    got = np.asarray(trilinear_sample(jnp.asarray(vol), idx_p3))
+    got = np.asarray(sample_at_index(jnp.asarray(vol), idx_p3))
     np.testing.assert_allclose(got[0], 0.75 * vol[0, 2, 1] + 0.25 * vol[0, 2, 2], atol=1e-6)
     np.testing.assert_allclose(got[1], 0.0)
     np.testing.assert_allclose(got[2], 0.5 * vol[1, 3, 7], atol=1e-6)  # half outside: half zero

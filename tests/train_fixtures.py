@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
+from mim4d_jax.data.batch import batch_sharding
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training.config_files import load_config
 
@@ -132,7 +133,7 @@ class SyntheticBatches:
         nan_at: int | None = None,
     ) -> None:
         self.config, self.repeat, self.nan_at = config, repeat, nan_at
-        self.sharding = mesh_lib.batch_sharding(mesh)
+        self.sharding = batch_sharding(mesh)
         self.index = 0
 
     def __iter__(self) -> SyntheticBatches:

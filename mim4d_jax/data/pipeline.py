@@ -31,13 +31,13 @@ from concurrent import futures
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
+from mim4d_jax.data.batch import batch_sharding
 from mim4d_jax.data.example import check_config, make_example_u8, normalise_padded
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
 
 STATE_FORMAT = "mim4d_jax.input_pipeline/1"
-BATCH_AXES = ("data", "fsdp")
 _STATE_KEYS = ("split", "seed", "global_batch_size", "num_examples")
 
 
@@ -62,11 +62,6 @@ class EpochOrder:
     def clip_index(self, position: int) -> int:
         epoch, offset = divmod(position, self._per_epoch)
         return int(self._permutation(epoch)[offset])
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
-    return NamedSharding(mesh, PartitionSpec(axes))
 
 
 def _local_rows(sharding: NamedSharding, global_batch: int) -> range:

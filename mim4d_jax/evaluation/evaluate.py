@@ -29,14 +29,15 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD, make_example
+from mim4d_jax.data.example import make_example
 from mim4d_jax.data.reader import ClipReader
 from mim4d_jax.evaluation import metrics as eval_metrics
 from mim4d_jax.evaluation import panels as eval_panels
 from mim4d_jax.geometry import camera_rays
 from mim4d_jax.models.mim4d import build_model
-from mim4d_jax.objectives.mim4d import render_batch
-from mim4d_jax.rendering import cameras as preview
+from mim4d_jax.rendering.images import block_mean, denormalise
+from mim4d_jax.rendering.renderer import Renderer
+from mim4d_jax.rendering.targets import VOLUMES, target_volume
 from mim4d_jax.training import backbone_init, checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=True)
@@ -47,8 +48,6 @@ _MAX_CLIPS = flags.DEFINE_integer("max_clips", 0, "evaluate the first N clips (0
 _STRIDE = flags.DEFINE_integer("stride", 0, "render every Nth pixel (0 = about 100 px wide)")
 _MASK = flags.DEFINE_bool("mask", True, "mask the inputs as in pre-training (seeded)")
 _PANELS = flags.DEFINE_integer("panels", 2, "PNG panels for the first N clips")
-
-VOLUMES = ("direct", "predicted")
 
 
 def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int]:
@@ -61,12 +60,11 @@ def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int
         model = build_model(config, nnx.Rngs(config.seed))
         _, params, bstats = nnx.split(model, nnx.Param, nnx.BatchStat)
         params = nnx.to_pure_dict(params)
-        if config.init.backbone:  # as the trainer's step 0
+        backbone = backbone_init.backbone_path(config)
+        if backbone is not None:  # as the trainer's step 0
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             shardings = jax.tree.map(lambda _: device, params)
-            params = backbone_init.load_backbone(
-                config.init.backbone, config.model.backbone, params, shardings
-            )
+            params = backbone_init.load_backbone(backbone, params, shardings)
         return params, nnx.to_pure_dict(bstats), 0
     _, params, bstats, step = checkpoint.restore_params(workdir, step)
     return params, bstats, step
@@ -74,6 +72,7 @@ def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int
 
 def make_eval_fn(config, graphdef, uv_p2: np.ndarray):
     """Jitted (params, batch_stats, batch of 1) -> renders of the key frame for both volumes."""
+    renderer = Renderer.from_config(config)
     uv_p2 = jnp.asarray(uv_p2.reshape(-1, 2))
 
     @jax.jit
@@ -81,18 +80,14 @@ def make_eval_fn(config, graphdef, uv_p2: np.ndarray):
         model = nnx.merge(graphdef, params, bstats, copy=True)
         vols_btzyxc = model.lift(batch["images"], batch["patch_keep"], batch["lidar2img"])
         key_b = jnp.zeros((1,), jnp.int32)
-        volumes = {
-            "direct": vols_btzyxc[:, 0],
-            "predicted": model.predict(vols_btzyxc, batch["vol2ref"], key_b),
-        }
         out = {}
-        for name, vol_bzyxc in volumes.items():
-            lidar = render_batch(
-                model, vol_bzyxc, batch["ray_origin"][:, 0], batch["ray_dir"][:, 0], None
+        for name in VOLUMES:
+            vol_bzyxc = target_volume(model, vols_btzyxc, batch["vol2ref"], key_b, name)
+            lidar = renderer.render_batch(
+                model.render_model, vol_bzyxc, batch["ray_origin"][:, 0], batch["ray_dir"][:, 0]
             )
-
-            rgb_np3, depth_np, z_to_range_np = preview.render_cameras(
-                model, vol_bzyxc[0], batch["lidar2img"][0, :, 0], uv_p2
+            rgb_np3, depth_np, z_to_range_np = renderer.render_pixels(
+                model.render_model, vol_bzyxc[0], batch["lidar2img"][0, :, 0], uv_p2
             )
             out[name] = {
                 "ray_depth": lidar["depth_r"][0],
@@ -171,10 +166,7 @@ def run(
         )
         batch = {k: jnp.asarray(v)[None] for k, v in example.items()}
         renders = jax.device_get(evaluate(params, bstats, batch))
-        images_nhw3 = example["images"][:, 0] * IMAGENET_STD / 255.0 + IMAGENET_MEAN / 255.0
-        target_nhw3 = np.stack(
-            [preview.numpy_block_mean(img, stride, out_hw) for img in images_nhw3]
-        )
+        target_nhw3 = block_mean(denormalise(example["images"][:, 0]), stride, out_hw)
         ray_depth_gt = example["ray_depth"][0]
         gt_z_nhw = gt_range_np = None
         if depth_index is not None:

@@ -8,7 +8,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from mim4d_jax.data.example import IMAGENET_MEAN, IMAGENET_STD
+from mim4d_jax.models.convnext import upsample_keep
+from mim4d_jax.rendering.images import denormalise
 
 
 def _depth_rgb(depth_hw: np.ndarray, depth_max: float) -> np.ndarray:
@@ -19,11 +20,11 @@ def _depth_rgb(depth_hw: np.ndarray, depth_max: float) -> np.ndarray:
 
 def _input_tile(example: dict, cam: int, out_hw: tuple[int, int]) -> np.ndarray:
     """The masked model input of camera `cam`, key frame, resized to the tile size."""
-    image_hw3 = example["images"][cam, 0] * IMAGENET_STD / 255.0 + IMAGENET_MEAN / 255.0
-    keep_hw = example["patch_keep"][cam, 0]
-    rep = image_hw3.shape[0] // keep_hw.shape[0]
-    keep_full = np.repeat(np.repeat(keep_hw, rep, 0), rep, 1)[..., None]
-    masked = np.clip(image_hw3 * keep_full, 0, 1)
+    image_hw3 = denormalise(example["images"][cam, 0])
+    keep_1hw1 = upsample_keep(
+        example["patch_keep"][cam : cam + 1, 0], *image_hw3.shape[:2], np.float32
+    )
+    masked = np.clip(image_hw3 * np.asarray(keep_1hw1[0]), 0, 1)
     tile = Image.fromarray((masked * 255).astype(np.uint8)).resize(out_hw[::-1], Image.BILINEAR)
     return np.asarray(tile, np.float64) / 255.0
 

@@ -78,9 +78,3 @@ class VoxelGrid:
         lower = jnp.asarray(self.lower_xyz, dtype=jnp.float32)
         size = jnp.asarray(self.voxel_size, dtype=jnp.float32)
         return (p_xyz - lower) / size - 0.5
-
-    def index_to_metric(self, idx_xyz: jnp.ndarray) -> jnp.ndarray:
-        """Inverse of `metric_to_index`: (i, j, k) -> (x, y, z) metres."""
-        lower = jnp.asarray(self.lower_xyz, dtype=jnp.float32)
-        size = jnp.asarray(self.voxel_size, dtype=jnp.float32)
-        return lower + (idx_xyz + 0.5) * size

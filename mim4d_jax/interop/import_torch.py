@@ -3,7 +3,8 @@
   python -m mim4d_jax.import_torch --in convnextS_1kpretrained_official_style.pth \
       --out backbone_S.npz [--variant S]
 
-`load_backbone_params(path, variant)` is what the trainer calls for `init.backbone`. It accepts
+`load_backbone_params(path, variant)` reads the weights for conversion to the `.npz` that the
+trainer reads for `init.backbone` (mim4d_jax/training/backbone_init.py). It accepts
 - an official-style classification checkpoint (`.pth` or safetensors; keys
   `downsample_layers.*`, `stages.*`, maybe under `model`/`state_dict`, maybe `module.`-prefixed);
   its classifier `head.*` and final `norm.*` are ignored, and the output norms `norm0..3`, which
@@ -30,6 +31,7 @@ from flax import nnx
 from mim4d_jax.interop import mapping as em
 from mim4d_jax.interop.torch_ref.io import read_state_dict
 from mim4d_jax.models.convnext import MaskedConvNeXt
+from mim4d_jax.training import backbone_init
 
 DETECTOR_PREFIX = "img_backbone."
 # Classification-only parts of an ImageNet checkpoint.
@@ -76,20 +78,14 @@ def load_backbone_params(path: str | pathlib.Path, variant: str) -> dict[Any, An
 
 
 def _load_npz(path: str | pathlib.Path, expected: dict[Any, Any]) -> dict[Any, Any]:
-    with np.load(path) as f:
-        flat = {k: f[k] for k in f.files}
+    flat = {"/".join(p): v for p, v in em.flatten(backbone_init.read_npz(str(path))).items()}
     want = {"/".join(p): tuple(leaf.shape) for p, leaf in em.flatten(expected).items()}
     report = em.compare(want, {k: v.shape for k, v in flat.items()})
     if not report.ok:
         raise ValueError(f"{path} does not fit the backbone:\n{report.format()}")
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: flat["/".join(str(k.key) for k in p)].astype(np.float32), expected
+        lambda p, _: flat["/".join(str(k.key) for k in p)], expected
     )
-
-
-def save_npz(params: dict[Any, Any], out: str | pathlib.Path) -> None:
-    flat = {"/".join(path): np.asarray(v) for path, v in em.flatten(params).items()}
-    np.savez(out, **flat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="S", help="ConvNeXt variant: S, B, tiny, nano")
     args = parser.parse_args(argv)
     params = load_backbone_params(args.src, args.variant)
-    save_npz(params, args.out)
+    backbone_init.write_npz(params, args.out)
     count = sum(np.size(v) for v in em.flatten(params).values())
     print(f"wrote {args.out}: {len(em.flatten(params))} tensors, {count:,} parameters")
     return 0

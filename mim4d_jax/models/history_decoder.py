@@ -22,9 +22,10 @@ import numpy as np
 from flax import nnx
 
 from mim4d_jax.geometry.grid import VoxelGrid
+from mim4d_jax.geometry.rigid import relative_transform
 from mim4d_jax.models.deformable_attention import TemporalCrossAttention
 from mim4d_jax.models.layers import bias_init, conv_kernel_init, partitioned, scale_init
-from mim4d_jax.models.warp import relative_transform, warp_volume
+from mim4d_jax.models.warp import warp_volume
 
 _XAVIER = nnx.initializers.xavier_uniform()
 

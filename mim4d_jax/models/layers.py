@@ -63,11 +63,6 @@ def scale_init() -> Initializer:
     return partitioned(nnx.initializers.ones_init(), (None,))
 
 
-def replicated(init: Initializer, ndim: int) -> Initializer:
-    """Any small parameter (layer-scale gammas, embeddings of a few rows): all dims None."""
-    return partitioned(init, (None,) * ndim)
-
-
 def param(value: jnp.ndarray, axes: Sequence[str | None]) -> nnx.Param:
     """A hand-made nnx.Param (e.g. a layer-scale gamma) with logical axes, float32."""
     return nnx.Param(

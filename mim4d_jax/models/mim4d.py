@@ -45,9 +45,6 @@ class MIM4D(nnx.Module):
         self.grid = VoxelGrid.from_config(m.pc_range, m.voxel_size)
         self.pad_hw = (int(config.data.pad_size[1]), int(config.data.pad_size[0]))
         self.depth_max = float(m.depth_max)
-        # Frozen (hashable) copies: static attributes end up in the jit cache key.
-        self.model_cfg = ml_collections.FrozenConfigDict(m)
-        self.render_cfg = ml_collections.FrozenConfigDict(config.render)
         self.img_backbone = MaskedConvNeXt(
             m.backbone,
             drop_path_rate=float(m.drop_path_rate),

@@ -1,4 +1,10 @@
-"""Backbone initialisation from imported ImageNet ConvNeXt weights (`init.backbone`)."""
+"""Backbone initialisation from ImageNet ConvNeXt weights (`init.backbone`).
+
+The reference always starts from SparK / ImageNet ConvNeXt weights, so a config must name them
+or say `init.backbone=none` explicitly. Training reads only the `.npz` layout that
+`python -m mim4d_jax.import_torch` writes from a PyTorch checkpoint, so the trainer needs no
+torch: keys are the `img_backbone` parameter paths joined by "/" (`stages/0/0/dwconv/kernel`).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +12,75 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
+
+from mim4d_jax.training.checkpoint import str_keys
+
+NONE = "none"  # the explicit "random backbone" value of init.backbone
+WHERE_TO_GET = (
+    "get SparK's ImageNet ConvNeXt weights (convnextS_1kpretrained_official_style.pth, linked "
+    "from the SparK repository keyu-tian/SparK) or the official ImageNet-1k ConvNeXt weights "
+    "(facebookresearch/ConvNeXt), convert them with `python -m mim4d_jax.import_torch --in "
+    "FILE.pth --out backbone.npz --variant S`, then pass --config.init.backbone=backbone.npz"
+)
 
 
-def _by_str_keys(tree: Any) -> Any:
-    """NNX list indices are ints in our params, strings in some importers: compare as str."""
-    if isinstance(tree, dict):
-        return {str(k): _by_str_keys(v) for k, v in tree.items()}
+def backbone_path(config) -> str | None:
+    """The `.npz` to initialise the backbone from, or None for `init.backbone=none`.
+
+    Raises ValueError naming the key when the config leaves it unset or names another format.
+    """
+    value = config.init.backbone
+    if value is None or value == "":
+        raise ValueError(
+            "init.backbone is not set: the reference starts from ImageNet ConvNeXt weights. "
+            f"Either {WHERE_TO_GET}, or train from random init with --config.init.backbone={NONE}"
+        )
+    if value == NONE:
+        return None
+    if not str(value).endswith(".npz"):
+        raise ValueError(
+            f"init.backbone={value!r} is not an .npz: convert it with `python -m "
+            f"mim4d_jax.import_torch --in {value} --out backbone.npz` and pass that file"
+        )
+    if not epath.Path(value).exists():
+        raise FileNotFoundError(f"init.backbone={value!r} does not exist; {WHERE_TO_GET}")
+    return str(value)
+
+
+def read_npz(path: str) -> dict:
+    """Nested dict of float32 arrays from an `.npz` in the img_backbone layout."""
+    tree: dict = {}
+    with epath.Path(path).open("rb") as f, np.load(f) as npz:
+        for key in npz.files:
+            *parents, leaf = key.split("/")
+            node = tree
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[leaf] = npz[key].astype(np.float32)
     return tree
+
+
+def write_npz(params: dict, out: str) -> None:
+    """Writes a nested dict of arrays in the layout `read_npz` reads (temp file, then rename)."""
+    flat = {key: np.asarray(value) for key, value in _flat_items(str_keys(params))}
+    out_path = epath.Path(out)
+    tmp = out_path.parent / (out_path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, **flat)
+    tmp.rename(out_path)
 
 
 def merge_backbone(params: dict, backbone: dict, shardings: dict) -> dict:
     """Returns `params` with every `img_backbone` leaf replaced by the imported value.
 
-    Every backbone parameter of the model must be present with the same shape: a partial or
-    mismatched file is an error (mmcv's strict=False would silently skip it).
+    Every backbone parameter of the model must be present with the same shape, and the file
+    may hold nothing else: a partial or mismatched file is an error (mmcv's strict=False would
+    silently skip it).
     """
-    imported = _by_str_keys(backbone)
+    imported = str_keys(backbone)
     problems: list[str] = []
+    used: set[str] = set()
 
     def take(path: tuple, current: jax.Array, sharding: Any) -> jax.Array:
         node: Any = imported
@@ -32,6 +90,7 @@ def merge_backbone(params: dict, backbone: dict, shardings: dict) -> dict:
                 problems.append(f"img_backbone.{'.'.join(names)}: missing from the imported file")
                 return current
             node = node[name]
+        used.add("/".join(names))
         value = np.asarray(node, dtype=current.dtype)
         if value.shape != current.shape:
             problems.append(
@@ -44,12 +103,22 @@ def merge_backbone(params: dict, backbone: dict, shardings: dict) -> dict:
     new_backbone = jax.tree_util.tree_map_with_path(
         take, params["img_backbone"], shardings["img_backbone"]
     )
+    extra = sorted({key for key, _ in _flat_items(imported)} - used)
+    problems += [f"img_backbone.{k.replace('/', '.')}: not a parameter of the model" for k in extra]
     if problems:
         raise ValueError("init.backbone does not fit the model:\n  " + "\n  ".join(problems[:20]))
     return {**params, "img_backbone": new_backbone}
 
 
-def load_backbone(path: str, variant: str, params: dict, shardings: dict) -> dict:
-    from mim4d_jax.interop.import_torch import load_backbone_params  # lazy: only when configured
+def _flat_items(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """("a/b/c", leaf) pairs of a nested dict with string keys."""
+    items = []
+    for name, value in tree.items():
+        path = f"{prefix}{name}"
+        items += _flat_items(value, path + "/") if isinstance(value, dict) else [(path, value)]
+    return items
 
-    return merge_backbone(params, load_backbone_params(path, variant), shardings)
+
+def load_backbone(path: str, params: dict, shardings: dict) -> dict:
+    """`params` with the backbone of the `.npz` at `path` (see `backbone_path`)."""
+    return merge_backbone(params, read_npz(path), shardings)

@@ -120,10 +120,10 @@ def _shape_mismatches(saved: Any, expected: Any, item: str) -> list[str]:
     return problems
 
 
-def _normalise_keys(tree: Any) -> Any:
+def str_keys(tree: Any) -> Any:
     """Orbax metadata stores dict keys as strings; NNX lists give int keys. Compare as str."""
     if isinstance(tree, dict):
-        return {str(k): _normalise_keys(v) for k, v in tree.items()}
+        return {str(k): str_keys(v) for k, v in tree.items()}
     return tree
 
 
@@ -139,9 +139,7 @@ def check_compatible(
             problems.append(f"{name}: missing from checkpoint")
             continue
         saved_tree = saved.tree if hasattr(saved, "tree") else saved
-        problems += _shape_mismatches(
-            _normalise_keys(saved_tree), _normalise_keys(abstract[name]), name
-        )
+        problems += _shape_mismatches(str_keys(saved_tree), str_keys(abstract[name]), name)
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from mim4d_jax.data.batch import abstract_batch, batch_sharding
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import step as step_lib
 
@@ -30,7 +31,7 @@ def compile_step(
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     with jax.set_mesh(mesh):
         fns = step_lib.make_train_fns(config, mesh, model_factory, loss_fn)
-        batch = step_lib.abstract_batch(config, mesh_lib.batch_sharding(mesh))
+        batch = abstract_batch(config, batch_sharding(mesh))
         start = time.perf_counter()
         compiled = fns.train_step.lower(fns.abstract_state, batch).compile()
     return compiled, fns, mesh, time.perf_counter() - start

@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from mim4d_jax.data.batch import batch_sharding
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import optimizer as optim_lib
 
@@ -33,33 +34,10 @@ def default_model_factory(config: ml_collections.ConfigDict) -> ModelFactory:
     return lambda rngs: build_model(config, rngs)
 
 
-def default_loss_fn() -> LossFn:
-    from mim4d_jax.objectives.mim4d import loss_fn
+def default_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
+    from mim4d_jax.objectives.mim4d import make_loss_fn
 
-    return loss_fn
-
-
-def abstract_batch(
-    config: ml_collections.ConfigDict, sharding: NamedSharding | None = None
-) -> dict:
-    """ShapeDtypeStructs of one global batch (table in docs/architecture.md)."""
-    b, n, t = config.batch_size, len(config.data.cameras), config.data.frames
-    wp, hp = config.data.pad_size
-    p = config.data.mask_patch
-    rays = n * config.data.num_rays
-    shapes = {
-        "images": ((b, n, t, hp, wp, 3), jnp.float32),
-        "patch_keep": ((b, n, t, hp // p, wp // p), jnp.float32),
-        "lidar2img": ((b, n, t, 4, 4), jnp.float32),
-        "vol2ref": ((b, t, 4, 4), jnp.float32),
-        "target_frames": ((b, 2), jnp.int32),
-        "ray_origin": ((b, 2, rays, 3), jnp.float32),
-        "ray_dir": ((b, 2, rays, 3), jnp.float32),
-        "ray_rgb": ((b, 2, rays, 3), jnp.float32),
-        "ray_depth": ((b, 2, rays), jnp.float32),
-        "temporal_valid": ((b,), jnp.float32),
-    }
-    return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding) for k, (s, d) in shapes.items()}
+    return make_loss_fn(config)
 
 
 def _like_params(tree: Any, params: Any, param_shardings: Any, default: NamedSharding) -> Any:
@@ -111,7 +89,7 @@ def make_train_fns(
     loss_fn: LossFn | None = None,
 ) -> TrainFns:
     model_factory = model_factory or default_model_factory(config)
-    loss_fn = loss_fn or default_loss_fn()
+    loss_fn = loss_fn or default_loss_fn(config)
     use_ema = config.optim.ema_decay > 0
 
     rules = tuple(config.sharding_rules)
@@ -213,7 +191,7 @@ def make_train_fns(
 
     train_step = jax.jit(
         _train_step,
-        in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+        in_shardings=(shardings, batch_sharding(mesh)),
         out_shardings=(shardings, replicated),
         donate_argnums=(0,),
     )
