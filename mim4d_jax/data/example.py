@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mim4d_jax.data import masks, rays, schema
+from mim4d_jax.data import masks, rays, schema, validate
 from mim4d_jax.data.clip import decode_resize
 from mim4d_jax.geometry import poses
 
@@ -79,6 +79,7 @@ def make_example_u8(
     clip: dict, config, *, seed: int, position: int, train: bool = True, where: str = "clip"
 ) -> dict[str, np.ndarray]:
     """`make_example` with `images` still padded uint8 RGB (normalised later, on the devices)."""
+    validate.check_clip_geometry(clip, where)  # names the record and key of a bad value
     d = config.data
     cams = tuple(d.cameras)
     frames = int(d.frames)
