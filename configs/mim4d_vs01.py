@@ -114,6 +114,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # "none" to train from random init on purpose. Unset is an error naming where to get them.
     c.init.backbone = ""
 
+    c.resume = ml_collections.ConfigDict()
+    # A damaged newest checkpoint stops the run; True resumes from the newest intact step
+    # instead (the damaged steps are moved to <workdir>/damaged_checkpoints/).
+    c.resume.fallback = False
+
     c.profile = ml_collections.ConfigDict()
     c.profile.start_step = -1  # -1 = no jax.profiler trace
     c.profile.num_steps = 3
