@@ -11,6 +11,7 @@ A run resumes from the latest checkpoint in --workdir; SIGTERM saves and exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,11 +25,13 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
+from mim4d_jax import user_errors
 from mim4d_jax.rendering.cameras import make_preview_fn
-from mim4d_jax.training import backbone_init, checkpoint, dry_run
+from mim4d_jax.training import backbone_init, checkpoint, config_checks, dry_run
 from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import step as step_lib
 from mim4d_jax.training.logger import MetricsLogger
+from mim4d_jax.training.workdir import WorkdirLock
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/<name>.py[:variant]", lock_config=True
@@ -97,11 +100,15 @@ def train(
     `devices` restricts the mesh (tests: restore onto a subset); the factories exist for
     tests and tools, the CLI uses the real data pipeline, model and objective.
     """
+    config_checks.check_config(config)  # before anything is built or compiled
     workdir = checkpoint.workdir_path(workdir)  # local folder or gs:// URL
+    # One trainer per workdir; process 0 holds the lock for all processes of the run.
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
 
     # ---- Mesh, model, optimiser and the jitted step. ----
     mesh = mesh_lib.make_mesh(config.mesh, devices)
-    with jax.set_mesh(mesh):
+    with lock, jax.set_mesh(mesh):
+        _check_same_model(config, workdir)
         fns = step_lib.make_train_fns(config, mesh, model_factory, loss_fn)
         pipeline = (pipeline_factory or _default_pipeline)(config, mesh)
         manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
@@ -121,10 +128,12 @@ def _train_loop(
     pipeline: Any,
     manager: Any,
 ) -> dict[str, Any]:
-    # ---- Resume from the latest checkpoint, or initialise. ----
-    last_good = manager.latest_step()
-    if last_good is not None:
-        state, data_state = checkpoint.restore(manager, last_good, fns.abstract_state, workdir)
+    # ---- Resume from the newest intact checkpoint, or initialise. ----
+    fallback = bool(config.get("resume", {}).get("fallback", False))
+    resumed = checkpoint.restore_latest(manager, fns.abstract_state, workdir, fallback=fallback)
+    last_good = None if resumed is None else resumed[0]
+    if resumed is not None:
+        _, state, data_state = resumed
         pipeline.set_state(data_state)
         logging.info("resumed from %s at step %d", workdir / "checkpoints", last_good)
     else:
@@ -209,6 +218,24 @@ def _train_loop(
     return {"step": step, "losses": losses}
 
 
+def _check_same_model(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+    """A resume must train the model its checkpoints hold: model-defining keys that differ
+    from the workdir's config.json stop the run (shape changes are also caught at restore,
+    value changes such as model.depth_max only here)."""
+    if not (workdir / "config.json").exists() or not (workdir / "checkpoints").exists():
+        return
+    previous = checkpoint.read_config(workdir)
+    changed = [
+        d for d in config_checks.differences(previous, config) if config_checks.is_model_key(d[0])
+    ]
+    if changed:
+        shown = ", ".join(f"{k}: trained {a!r}, now {b!r}" for k, a, b in changed[:10])
+        raise checkpoint.CheckpointMismatchError(
+            f"workdir {workdir} does not match the config's model: it was trained with "
+            f"other model-defining values ({shown})"
+        )
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with a one-line error instead of a traceback for a --config.KEY
     override that names no key of the (locked) config."""
@@ -229,6 +256,7 @@ def main(argv: Sequence[str]) -> None:
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
     )
     config = _CONFIG.value
+    config_checks.check_config(config)
     if _DRY_RUN.value:
         report = dry_run.run(config)
         print(json.dumps(report), flush=True)
@@ -245,7 +273,8 @@ def main(argv: Sequence[str]) -> None:
 def cli() -> None:
     """Console script `mim4d-train` and `python -m mim4d_jax.train`."""
     flags.mark_flag_as_required("config")
-    app.run(main, flags_parser=_parse_flags)
+    # Known errors (bad data, bad config, damaged checkpoint, locked workdir) as one line.
+    user_errors.run_cli(lambda: app.run(main, flags_parser=_parse_flags))
 
 
 if __name__ == "__main__":
