@@ -24,13 +24,19 @@ def read_records(version_dir: pathlib.Path, split: str, decode_images: bool = Fa
 def assert_records_equal(left: list[dict], right: list[dict]) -> None:
     assert len(left) == len(right)
     for a, b in zip(left, right):
-        assert a.keys() == b.keys()
-        for key in a:
-            if key == "images":
-                for cam in schema.CAMERAS:
-                    assert list(a[key][cam]) == list(b[key][cam]), (key, cam)
-            else:
-                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        _assert_features_equal(a, b, "")
+
+
+def _assert_features_equal(a: dict, b: dict, prefix: str) -> None:
+    assert a.keys() == b.keys(), prefix
+    for key in a:
+        if key == "images":
+            for cam in schema.CAMERAS:
+                assert list(a[key][cam]) == list(b[key][cam]), (key, cam)
+        elif isinstance(a[key], dict):  # nested features such as boxes/...
+            _assert_features_equal(a[key], b[key], f"{prefix}{key}/")
+        else:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=prefix + key)
 
 
 def pose_matrix(record: dict) -> np.ndarray:

@@ -46,7 +46,7 @@ def real_out(real_root, tmp_path_factory) -> pathlib.Path:
 
 def test_dataset_dir_layout_and_metadata(real_out):
     version_dir = convert_nuscenes.dataset_dir(real_out)
-    assert pathlib.Path(version_dir) == real_out / "nuscenes_clips" / "1.0.0"
+    assert pathlib.Path(version_dir) == real_out / "nuscenes_clips" / "1.1.0"
     assert (version_dir / "nuscenes_clips-train.tfrecord-00000-of-00001").exists()
     builder = tfds.builder_from_directory(str(version_dir))
     assert dict(builder.info.metadata) == {

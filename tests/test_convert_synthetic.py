@@ -16,7 +16,8 @@ import tensorflow_datasets as tfds
 from nuscenes.nuscenes import NuScenes
 
 from data_prep import convert_nuscenes
-from data_prep.convert import planner, writer
+from data_prep.convert import job, planner, writer
+from data_prep.convert.request import ConvertRequest
 from data_prep.convert.items import ConversionError
 from data_prep.synthetic_nuscenes import generate
 from mim4d_jax.data import schema
@@ -146,7 +147,7 @@ def test_killed_run_resumes_to_same_records(synth_root, synth_out, tmp_path):
 
 def test_resume_redoes_a_damaged_shard(synth_root, synth_out, tmp_path):
     version_dir = pathlib.Path(convert_nuscenes.dataset_dir(tmp_path))
-    plan = convert_nuscenes.prepare(synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2)
+    plan = job.plan(ConvertRequest(synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2))
     version_dir.mkdir(parents=True)
     results = [writer.write_shard(task) for task in plan.tasks]  # complete shards, no metadata
     damaged = version_dir / results[0].filename
@@ -222,13 +223,13 @@ def test_beam_steps_without_beam_give_same_records(synth_root, synth_out, tmp_pa
     apache-beam itself cannot be installed beside our pins, so the pipeline wiring is untested."""
     from data_prep.convert import beam_pipeline
 
-    plan = convert_nuscenes.prepare(synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2)
+    plan = job.plan(ConvertRequest(synth_root, "v1.0-mini", tmp_path, frames=FRAMES, num_shards=2))
     staged = beam_pipeline.stage_tasks(plan)
     assert len(staged) == 3
     for path in reversed(staged):  # order must not matter
         beam_pipeline.write_staged(path)
     beam_pipeline.write_staged(staged[0])  # a retried bundle keeps the verified shard
-    convert_nuscenes.finish(plan, beam_pipeline.collect(plan), 0.0)
+    job.finish(plan, beam_pipeline.collect(plan), 0.0)
     for split in ("train", "val"):
         assert_records_equal(
             read_records(convert_nuscenes.dataset_dir(synth_out), split),

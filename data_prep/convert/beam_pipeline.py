@@ -1,34 +1,32 @@
 """The same conversion as an Apache Beam pipeline, for runs beyond one machine.
 
-The launcher plans with the devkit once (`convert_nuscenes.prepare`) and stages each shard
-task as a small pickle beside the output; the pipeline maps the shared `writer.write_shard`
+The launcher plans with the devkit once (`job.plan`) and stages each shard task as a small
+pickle beside the output; the pipeline maps the shared `writer.write_shard`
 over the staged task paths (one task = one output file, so the shard layout is identical to
 the local path; the graph carries only paths, not the ~200 MB trainval plan), and the launcher
 finalises the metadata from the shard manifests once the pipeline has finished:
 
-    python -m data_prep.convert_nuscenes --dataroot gs://B/nuscenes --version v1.0-trainval \
+    python -m data_prep.convert_nuscenes --dataroot /mnt/nuscenes --version v1.0-trainval \
         --out gs://B/data --runner DataflowRunner --project P --region R \
-        --temp_location gs://B/tmp --requirements_file requirements-beam.txt
+        --temp_location gs://B/tmp --sdk_container_image IMAGE_WITH_THIS_REPOSITORY
 
-`dataroot` and `out` must be readable/writable by the workers (a bucket or shared disk).
+`dataroot` must be a local path mounted at the same place on the launcher and every worker
+(the devkit reads it with pathlib); `out` must be writable by the workers (a bucket or disk).
 apache-beam is an optional extra (requirements-beam.txt), imported only inside
 `convert_with_beam`; the staging functions below need no Beam.
 """
 
 from __future__ import annotations
 
-import pathlib
 import pickle
 import time
-from typing import TYPE_CHECKING
 
 from etils import epath
 
-from data_prep.convert import writer
-from data_prep.convert.items import ShardResult
-
-if TYPE_CHECKING:  # convert_nuscenes imports this module lazily; avoid a cycle at import
-    from data_prep.convert_nuscenes import Plan
+from data_prep.convert import job, writer
+from data_prep.convert.items import ConversionError, RequestError, ShardResult
+from data_prep.convert.job import Plan
+from data_prep.convert.request import ConvertRequest
 
 TASK_SUFFIX = ".task.pkl"
 
@@ -57,41 +55,45 @@ def collect(plan: Plan) -> list[ShardResult]:
     results = [writer.verified_result(task) for task in plan.tasks]
     missing = [t.filename for t, r in zip(plan.tasks, results) if r is None]
     if missing:
-        raise RuntimeError(f"pipeline finished, yet shards are missing or invalid: {missing[:5]}")
+        raise ConversionError(
+            f"pipeline finished, yet shards are missing or invalid: {missing[:5]}",
+            hint="see the runner's worker logs; rerunning writes only the missing shards",
+        )
     return results
 
 
-def convert_with_beam(
-    dataroot: str | pathlib.Path,
-    version: str,
-    out_dir: str | pathlib.Path,
-    pipeline_args: list[str],
-    frames: int = 3,
-    image_size: tuple[int, int] | None = None,
-    num_shards: int | None = None,
-    on_error: str = "fail",
-    scene_list: str | pathlib.Path | None = None,
-) -> dict:
-    """Runs the shard writes on a Beam runner; returns the same stats as `convert`.
+def request_runner(pipeline_args: list[str]) -> str:
+    """The runner named in Beam pipeline options (for messages)."""
+    for i, arg in enumerate(pipeline_args):
+        if arg == "--runner" and i + 1 < len(pipeline_args):
+            return pipeline_args[i + 1]
+        if arg.startswith("--runner="):
+            return arg.split("=", 1)[1]
+    return "DirectRunner"
 
-    Resuming is implicit: verified complete shards are neither staged nor rewritten.
+
+def convert_with_beam(request: ConvertRequest, pipeline_args: list[str]) -> dict:
+    """Runs the shard writes on a Beam runner; returns the same stats as `job.convert`.
+
+    `request.workers` and `request.resume` are not used: the runner sizes its workers, and
+    resuming is implicit (verified complete shards are neither staged nor rewritten).
     """
     try:
         import apache_beam as beam
         from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError as err:
-        raise ImportError("the Beam path needs `pip install -r requirements-beam.txt`") from err
-    from data_prep import convert_nuscenes
+        raise RequestError(
+            f"--runner {request_runner(pipeline_args)}: apache-beam is not installed here ({err})",
+            hint="run with .venv-beam/bin/python (scripts/install.sh builds it from "
+            "requirements-beam.txt)",
+        ) from err
 
     start = time.monotonic()
-    plan = convert_nuscenes.prepare(
-        dataroot, version, out_dir, frames, image_size, num_shards, on_error, scene_list
-    )
-    done = convert_nuscenes.already_done(plan)
+    plan = job.plan(request)
+    done = job.already_done(plan)
     if done is not None:
         return done
-    plan.version_dir.mkdir(parents=True, exist_ok=True)
-    convert_nuscenes.clean_stale(plan, keep_complete=True)
+    job.prepare_output(plan, keep_complete=True)
     staged = stage_tasks(plan)
     with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
         _ = (
@@ -99,4 +101,4 @@ def convert_with_beam(
             | "StagedTasks" >> beam.Create(staged, reshuffle=True)
             | "WriteShards" >> beam.Map(write_staged)
         )
-    return convert_nuscenes.finish(plan, collect(plan), time.monotonic() - start)
+    return job.finish(plan, collect(plan), time.monotonic() - start)

@@ -9,12 +9,27 @@ import json
 import numpy as np
 
 from mim4d_jax.data import schema
+from mim4d_jax.user_errors import ConfigError, UserError
 
 ON_ERROR_CHOICES = ("fail", "skip")
 
 
-class ConversionError(RuntimeError):
-    """Bad input or an inconsistent output directory; the message names the file/token/value."""
+class ConversionError(UserError, RuntimeError):
+    """Bad input or an inconsistent output directory; the message names the file/token/value.
+
+    A `UserError`: command-line runs print it as one line and a hint, not a traceback.
+    """
+
+    default_hint = (
+        "repair or remove the named file/record (--on-error skip drops a bad clip and lists "
+        "it in conversion_stats.json)"
+    )
+
+
+class RequestError(ConfigError):
+    """A conversion option outside its allowed range; the message names the flag and value."""
+
+    default_hint = "see `python -m data_prep.convert_nuscenes --help` and docs/converting.md"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +50,15 @@ class ClipItem:
     lidar2ego_44: np.ndarray
     lidar_ego2global_44: np.ndarray
     lidar_timestamp: int
+    # The key frame's annotated boxes in the frame-0 volume frame (schema "boxes/..."), B >= 0.
+    box_category: tuple[str, ...] = ()
+    box_center_b3: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3)))
+    box_size_b3: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3)))
+    box_yaw_b: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    box_num_lidar_pts_b: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
+    box_visibility_b: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     def fingerprint(self) -> str:
         """Stable hash of the item's content (decides whether a stored shard is still valid)."""
@@ -59,6 +83,8 @@ class ConvertOptions:
     resize: bool  # False: JPEG bytes passed through untouched
     on_error: str
     nuscenes_version: str
+    # Decode every pass-through JPEG to find truncated scans (resized images always are).
+    verify_jpeg: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

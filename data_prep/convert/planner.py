@@ -22,6 +22,7 @@ from pyquaternion import Quaternion
 from data_prep.convert.items import ClipItem, ConversionError
 from data_prep.nuscenes_tables import NUSCENES_TABLES
 from mim4d_jax.data.schema import CAMERAS
+from mim4d_jax.geometry.poses import vol2global
 
 SPLITS = ("train", "val")
 TARGET_SHARD_BYTES = 256 * 2**20
@@ -44,6 +45,25 @@ def load_nuscenes(dataroot: str | pathlib.Path, version: str) -> NuScenes:
         raise ConversionError(
             f"{table_dir}: dangling token {err} while indexing the tables"
         ) from err
+    except ValueError as err:  # JSONDecodeError / UnicodeDecodeError: the devkit names no file
+        raise _unreadable_table(table_dir, err) from err
+
+
+def _unreadable_table(table_dir: pathlib.Path, err: ValueError) -> ConversionError:
+    """The error naming the table the devkit could not parse (found by parsing each again;
+    this runs only after a failure, so a good dataset is parsed once)."""
+    for table in NUSCENES_TABLES:
+        path = table_dir / f"{table}.json"
+        try:
+            records = json.loads(path.read_bytes())
+        except ValueError as table_err:
+            return ConversionError(
+                f"unreadable nuScenes table {path}: {table_err} (half written or not JSON?)",
+                hint="restore the named table from the nuScenes download",
+            )
+        if not isinstance(records, list):
+            return ConversionError(f"nuScenes table {path}: expected a JSON list of records")
+    return ConversionError(f"{table_dir}: the devkit could not load the tables: {err}")
 
 
 def scene_splits(
@@ -108,12 +128,71 @@ def _pose(record: dict) -> np.ndarray:
     return transform_matrix(record["translation"], Quaternion(record["rotation"]))
 
 
+def _visibility_level(token: str, annotation: str) -> int:
+    """nuScenes visibility tokens are "1".."4" (0-40 % .. 80-100 % visible)."""
+    if token not in ("1", "2", "3", "4"):
+        raise ConversionError(
+            f"sample_annotation {annotation}: visibility_token {token!r} is not one of '1'..'4'"
+        )
+    return int(token)
+
+
+def plan_boxes(
+    nusc: NuScenes, sample: dict, global2vol_44: np.ndarray
+) -> dict[str, np.ndarray | tuple[str, ...]]:
+    """The sample's annotated boxes (ClipItem box_* fields) in the frame-0 volume frame.
+
+    Centres and the length axis are mapped from global coordinates; the yaw is the angle of
+    the mapped length axis (box x) in the volume's x-y plane.
+    """
+    get = _Lookup(nusc)
+    categories, centers, sizes, yaws, points, visibility = [], [], [], [], [], []
+    for token in sample["anns"]:
+        ann = get("sample_annotation", token, f"sample {sample['token']}")
+        instance = get("instance", ann["instance_token"], f"sample_annotation {token}")
+        category = get("category", instance["category_token"], f"instance {instance['token']}")
+        size_3 = np.asarray(ann["size"], np.float64)
+        center_3 = np.asarray(ann["translation"], np.float64)
+        if size_3.shape != (3,) or not np.all(np.isfinite(size_3)) or np.any(size_3 <= 0):
+            raise ConversionError(f"sample_annotation {token}: size {ann['size']} is not 3 > 0")
+        if center_3.shape != (3,) or not np.all(np.isfinite(center_3)):
+            raise ConversionError(f"sample_annotation {token}: translation {ann['translation']}")
+        box2global_33 = Quaternion(ann["rotation"]).rotation_matrix
+        length_axis_3 = global2vol_44[:3, :3] @ box2global_33[:, 0]
+        categories.append(category["name"])
+        centers.append(global2vol_44[:3, :3] @ center_3 + global2vol_44[:3, 3])
+        sizes.append(size_3)
+        yaws.append(np.arctan2(length_axis_3[1], length_axis_3[0]))
+        points.append(int(ann["num_lidar_pts"]))
+        visibility.append(_visibility_level(ann["visibility_token"], token))
+    return {
+        "box_category": tuple(categories),
+        "box_center_b3": np.asarray(centers, np.float64).reshape(-1, 3),
+        "box_size_b3": np.asarray(sizes, np.float64).reshape(-1, 3),
+        "box_yaw_b": np.asarray(yaws, np.float64).reshape(-1),
+        "box_num_lidar_pts_b": np.asarray(points, np.int64).reshape(-1),
+        "box_visibility_b": np.asarray(visibility, np.int64).reshape(-1),
+    }
+
+
 def plan_clip(
-    nusc: NuScenes, sample_token: str, frames: int, location: str, scene_name: str
+    nusc: NuScenes,
+    sample_token: str,
+    frames: int,
+    location: str,
+    scene_name: str,
+    scene_token: str | None = None,
 ) -> ClipItem:
-    """One clip: the key frame and the frames-1 previous camera sweeps of each camera."""
+    """One clip: the key frame and the frames-1 previous camera sweeps of each camera, and the
+    key frame's boxes. With `scene_token`, the sample must belong to that scene."""
     get = _Lookup(nusc)
     sample = get("sample", sample_token, f"scene {scene_name}")
+    owner = get("scene", sample["scene_token"], f"sample {sample_token}.scene_token")
+    if scene_token is not None and owner["token"] != scene_token:
+        raise ConversionError(
+            f"sample {sample_token}: scene_token {owner['token']!r} ({owner['name']}) but it is "
+            f"in the sample chain of {scene_name}"
+        )
     paths, valid, intrinsics, cam2ego, ego2global, stamps, sizes = [], [], [], [], [], [], set()
     for cam in CAMERAS:
         if cam not in sample["data"]:
@@ -150,6 +229,9 @@ def plan_clip(
         "calibrated_sensor", lidar["calibrated_sensor_token"], f"sample_data {lidar['token']}"
     )
     lidar_pose = get("ego_pose", lidar["ego_pose_token"], f"sample_data {lidar['token']}")
+    ego2global_nt44 = np.asarray(ego2global, np.float64)
+    front = CAMERAS.index("CAM_FRONT")
+    global2vol_44 = np.linalg.inv(vol2global(ego2global_nt44, _pose(lidar_cal), front)[0])
     return ClipItem(
         sample_token=sample_token,
         scene_name=scene_name,
@@ -159,12 +241,13 @@ def plan_clip(
         frame_valid_nt=np.asarray(valid, np.bool_),
         intrinsics_nt33=np.asarray(intrinsics, np.float64),
         cam2ego_nt44=np.asarray(cam2ego, np.float64),
-        ego2global_nt44=np.asarray(ego2global, np.float64),
+        ego2global_nt44=ego2global_nt44,
         cam_timestamps_nt=np.asarray(stamps, np.int64),
         lidar_path=lidar["filename"],
         lidar2ego_44=_pose(lidar_cal),
         lidar_ego2global_44=_pose(lidar_pose),
         lidar_timestamp=int(lidar["timestamp"]),
+        **plan_boxes(nusc, sample, global2vol_44),
     )
 
 
@@ -178,7 +261,9 @@ def plan_scene(
     items, token = [], scene["first_sample_token"]
     while token:
         try:
-            items.append(plan_clip(nusc, token, frames, log["location"], scene_name))
+            items.append(
+                plan_clip(nusc, token, frames, log["location"], scene_name, scene["token"])
+            )
         except ConversionError as err:
             on_bad(token, err)
         # The chain itself must be intact to find the next sample.

@@ -1,7 +1,7 @@
 """Output layout and TFDS metadata, written last so a failed run never looks complete.
 
-Layout: `out_dir/nuscenes_clips/1.0.0/` (`dataset_dir(out_dir)`) holds the shards, the TFDS
-metadata (`features.json`, `metadata.json`, then `dataset_info.json`) and
+Layout: `out_dir/nuscenes_clips/<schema.DATASET_VERSION>/` (`dataset_dir(out_dir)`) holds the
+shards, the TFDS metadata (`features.json`, `metadata.json`, then `dataset_info.json`) and
 `conversion_stats.json`. `tfds.builder_from_directory(dataset_dir(out_dir))` reads it with no
 project code; the input pipeline opens the same directory.
 """
@@ -17,7 +17,8 @@ from etils import epath
 from data_prep.convert.items import ConvertOptions, ShardResult
 from mim4d_jax.data import schema
 
-VERSION = "1.0.0"
+# 1.1.0 added the key frame's 3D boxes; readers still open 1.0.0 datasets (boxes=None).
+VERSION = schema.DATASET_VERSION
 STATS_FILE = "conversion_stats.json"
 
 
@@ -63,7 +64,7 @@ def finalise(
         )
     tfds.folder_dataset.write_metadata(
         data_dir=version_dir,
-        features=schema.clip_features(options.frames, options.image_hw),
+        features=schema.clip_features(options.frames, options.image_hw, with_boxes=True),
         split_infos=split_infos,
         version=VERSION,
         check_data=False,

@@ -30,6 +30,10 @@ WORK_DIR = "conversion_work"  # manifests, inside the version directory until fi
 ProgressFn = Callable[[int, int], None]
 
 
+class ShardAbandoned(RuntimeError):
+    """The writer was told not to publish (its parent process is gone); nothing was kept."""
+
+
 # SOF markers (baseline, progressive, ...) carry the image size; C4/C8/CC are not frames.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -55,6 +59,44 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             return None
         pos += 2 + length
     return None
+
+
+def truncated_scan(data: bytes) -> bool:
+    """Whether the entropy-coded scan ended early (a file cut short, an end marker appended).
+
+    libjpeg does not fail on such a file: it warns and fills every block after the cut with
+    zero coefficients, which decode to exactly Y = Cb = Cr = 128. So the scan is called
+    truncated when the last MCU's luma is exactly 128 and the last pixel's chroma too; a real
+    image region is never perfectly flat mid-grey with neutral chroma. A cut inside the last
+    MCU goes unnoticed (that MCU is then only partly grey). Raises OSError if undecodable.
+    """
+    with PIL.Image.open(io.BytesIO(data)) as img:
+        if img.format != "JPEG":
+            raise OSError(f"not a JPEG but {img.format}")
+        layers = getattr(img, "layer", None) or [("", 1, 1, 0)]
+        mcu_w = 8 * max(layer[1] for layer in layers)
+        mcu_h = 8 * max(layer[2] for layer in layers)
+        if img.mode == "RGB":
+            img.draft("YCbCr", img.size)  # libjpeg's own YCbCr: no colour conversion rounding
+        img.load()
+        pixels = np.asarray(img)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    height, width = pixels.shape[:2]
+    last_mcu = pixels[(height - 1) // mcu_h * mcu_h :, (width - 1) // mcu_w * mcu_w :, 0]
+    return bool(np.all(last_mcu == 128) and np.all(pixels[-1, -1] == 128))
+
+
+def check_scan(data: bytes, path: epath.Path) -> None:
+    """ConversionError naming `path` if the JPEG does not decode or its scan is truncated."""
+    try:
+        truncated = truncated_scan(data)
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
+        raise ConversionError(f"corrupt JPEG {path}: {err}") from None
+    if truncated:
+        raise ConversionError(
+            f"truncated JPEG {path}: the scan ends early (the rest decodes as flat grey)"
+        )
 
 
 def read_jpeg(path: epath.Path, source_hw: tuple[int, int]) -> bytes:
@@ -126,6 +168,8 @@ def clip_example(item: ClipItem, task: ShardTask) -> dict:
         frames = []
         for rel in paths:
             data = read_jpeg(root / rel, item.source_hw)
+            if opts.resize or opts.verify_jpeg:  # the decode that a resize needs anyway
+                check_scan(data, root / rel)
             frames.append(resize_jpeg(data, root / rel, opts.image_hw) if opts.resize else data)
         images[cam] = frames
     if not opts.resize and tuple(item.source_hw) != tuple(opts.image_hw):
@@ -151,6 +195,14 @@ def clip_example(item: ClipItem, task: ShardTask) -> dict:
         "lidar2ego": item.lidar2ego_44,
         "lidar_ego2global": item.lidar_ego2global_44,
         "lidar_timestamp": np.int64(item.lidar_timestamp),
+        "boxes": {
+            "category": list(item.box_category),
+            "center": item.box_center_b3,
+            "size": item.box_size_b3,
+            "yaw": item.box_yaw_b,
+            "num_lidar_pts": item.box_num_lidar_pts_b,
+            "visibility": item.box_visibility_b,
+        },
     }
 
 
@@ -158,9 +210,20 @@ def manifest_path(task: ShardTask) -> epath.Path:
     return epath.Path(task.version_dir) / WORK_DIR / f"{task.filename}.json"
 
 
-def write_shard(task: ShardTask, progress: ProgressFn | None = None) -> ShardResult:
-    """Writes the shard (temporary name, then rename) and its manifest; returns its result."""
-    encoder = ExampleEncoder(schema.clip_features(task.options.frames, task.options.image_hw))
+def write_shard(
+    task: ShardTask,
+    progress: ProgressFn | None = None,
+    may_publish: Callable[[], bool] | None = None,
+) -> ShardResult:
+    """Writes the shard (temporary name, then rename) and its manifest; returns its result.
+
+    `may_publish` (default: always) is asked before the shard and before its manifest appear;
+    False removes what was written and raises ShardAbandoned.
+    """
+    encoder = ExampleEncoder(
+        schema.clip_features(task.options.frames, task.options.image_hw, with_boxes=True)
+    )
+    may_publish = may_publish or (lambda: True)
     final = epath.Path(task.version_dir) / task.filename
     tmp = final.parent / f"{task.filename}.tmp-{os.getpid()}"
     skipped, count = [], 0
@@ -178,6 +241,8 @@ def write_shard(task: ShardTask, progress: ProgressFn | None = None) -> ShardRes
                 count += 1
                 if progress is not None:
                     progress(1, len(record) + 16)  # TFRecord framing: length + 2 CRCs
+        if not may_publish():
+            raise ShardAbandoned(f"{final}: not published, the conversion was abandoned")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -196,6 +261,10 @@ def write_shard(task: ShardTask, progress: ProgressFn | None = None) -> ShardRes
     # The manifest marks the shard complete, so it too appears atomically.
     manifest_tmp = manifest.parent / f"{manifest.name}.tmp-{os.getpid()}"
     manifest_tmp.write_text(json.dumps(result.to_json()))
+    if not may_publish():  # a shard without its manifest is incomplete to --resume and Beam
+        manifest_tmp.unlink(missing_ok=True)
+        final.unlink(missing_ok=True)
+        raise ShardAbandoned(f"{final}: not published, the conversion was abandoned")
     manifest_tmp.replace(manifest)
     return result
 

@@ -45,6 +45,7 @@ def parse_clip(
 ) -> dict:
     """Camera-ordered (config order) arrays of one clip, the first `frames` frames.
 
+    `clip["boxes"]` is `parse_boxes`'s dict, or None when the dataset has no box features.
     `where` names the shard and record index in every error message.
     """
     try:
@@ -92,7 +93,51 @@ def parse_clip(
         )
     clip["frame_valid"] = valid.reshape(num_cams, stored_frames)[cam_index, :frames]
     clip["sample_token"] = _values(feature_map, "sample_token", where)[0].decode()
+    clip["boxes"] = parse_boxes(feature_map, where)
     return clip
+
+
+def parse_boxes(feature_map, where: str) -> dict | None:
+    """The key frame's 3D boxes (schema.BOX_FEATURES), or None for a dataset without them.
+
+    Positions and angles are in the frame-0 volume frame: `center_b3` metres, `size_b3`
+    (width, length, height), `yaw_b` radians of the length axis from +x, counter-clockwise.
+    """
+    present = [key for key in schema.BOX_FEATURES if key in feature_map]
+    if not present:
+        return None  # written before boxes were part of the schema (version 1.0.0)
+    if len(present) != len(schema.BOX_FEATURES):
+        missing = sorted(set(schema.BOX_FEATURES) - set(present))
+        raise CorruptRecordError(f"{where}: box features {missing} missing (has {present})")
+
+    def ragged(key: str) -> list:
+        # An empty list is a clip without boxes; only a feature with no list at all is damage.
+        feature = feature_map[key]
+        kind = feature.WhichOneof("kind")
+        return [] if kind is None else list(getattr(feature, kind).value)
+
+    category = [value.decode() for value in ragged("boxes/category")]
+    num_boxes = len(category)
+    boxes = {"category": category}
+    for key, width in (("center", 3), ("size", 3), ("yaw", 1)):
+        values = ragged(f"boxes/{key}")
+        data = b"".join(values) if len(values) <= 1 else None
+        if data is None or len(data) != 8 * width * num_boxes:
+            raise CorruptRecordError(
+                f"{where}: feature 'boxes/{key}' does not hold {num_boxes} x {width} float64"
+            )
+        array = np.frombuffer(data, "<f8").astype(np.float64)
+        boxes[f"{key}_b3" if width == 3 else f"{key}_b"] = (
+            array.reshape(num_boxes, 3) if width == 3 else array
+        )
+    for key in ("num_lidar_pts", "visibility"):
+        values = np.asarray(ragged(f"boxes/{key}"), np.int64)
+        if values.size != num_boxes:
+            raise CorruptRecordError(
+                f"{where}: feature 'boxes/{key}' has {values.size} values for {num_boxes} boxes"
+            )
+        boxes[f"{key}_b"] = values
+    return boxes
 
 
 def decode_resize(

@@ -48,6 +48,31 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(p) for p in name.split("."))
 
 
+def dataset_has_boxes(builder_or_dir: tfds.core.DatasetBuilder | str) -> bool:
+    """Whether the dataset's records carry the key frame's 3D boxes (schema.BOX_FEATURES,
+    written from version 1.1.0 on). Accepts a builder or any directory `open_dataset_dir` does."""
+    builder = (
+        open_dataset_dir(str(builder_or_dir))
+        if not isinstance(builder_or_dir, tfds.core.DatasetBuilder)
+        else builder_or_dir
+    )
+    return "boxes" in builder.info.features
+
+
+def require_boxes(builder_or_dir: tfds.core.DatasetBuilder | str) -> None:
+    """Raises ValueError naming the dataset when it has no 3D boxes (a pre-1.1.0 conversion)."""
+    builder = (
+        open_dataset_dir(str(builder_or_dir))
+        if not isinstance(builder_or_dir, tfds.core.DatasetBuilder)
+        else builder_or_dir
+    )
+    if not dataset_has_boxes(builder):
+        raise ValueError(
+            f"dataset {builder.data_dir} (version {builder.info.version}) has no 3D boxes: "
+            f"re-convert it with data_prep.convert_nuscenes (version >= {schema.DATASET_VERSION})"
+        )
+
+
 def check_metadata(builder: tfds.core.DatasetBuilder, config) -> dict:
     """The dataset's metadata, after checking it can feed `config.data` (clear errors if not).
 
@@ -104,6 +129,8 @@ class ClipReader:
             self._starts.append(self._starts[-1] + len(file))
         if len(self) == 0:
             raise ValueError(f"split {split!r} of dataset {builder.data_dir} is empty")
+        # Datasets converted before version 1.1.0 have no boxes: clips then carry boxes=None.
+        self.has_boxes = dataset_has_boxes(builder)
         self._stored_frames = int(self.metadata["frames"])
         self._cameras = tuple(config.data.cameras)
         self._frames = int(config.data.frames)
