@@ -17,8 +17,8 @@ from nuscenes.nuscenes import NuScenes
 
 from data_prep import convert_nuscenes
 from data_prep.convert import job, planner, writer
-from data_prep.convert.request import ConvertRequest
 from data_prep.convert.items import ConversionError
+from data_prep.convert.request import ConvertRequest
 from data_prep.synthetic_nuscenes import generate
 from mim4d_jax.data import schema
 from tests.convert_helpers import assert_records_equal, pose_matrix, read_records
