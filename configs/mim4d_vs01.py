@@ -107,7 +107,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 500
     c.optim.warmup_start_factor = 1.0 / 3.0
     c.optim.min_lr_ratio = 1e-3
+    c.optim.frozen_prefixes = ()  # extra dotted parameter prefixes that never update
     c.optim.ema_decay = 0.0  # 0 = no EMA; the reference uses 2e-4 momentum = 0.9998
+
+    # Controls for "does it learn from the images?": the image-blind twin sees zeros (the
+    # dataset mean) instead of every input image, with all targets untouched.
+    c.ablation = ml_collections.ConfigDict()
+    c.ablation.blind_images = False
 
     c.init = ml_collections.ConfigDict()
     # Required: the .npz of ImageNet ConvNeXt weights (python -m mim4d_jax.import_torch), or
@@ -118,6 +124,31 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # A damaged newest checkpoint stops the run; True resumes from the newest intact step
     # instead (the damaged steps are moved to <workdir>/damaged_checkpoints/).
     c.resume.fallback = False
+
+    # Pre-training objectives and their weights (mim4d_jax/objectives/, docs/objectives.md).
+    # 0 switches an objective off; any combination trains in one step. Each objective with a
+    # weight > 0 adds its heads to the model and its keys to the batch.
+    c.objectives = ml_collections.ConfigDict(dict(mim4d=1.0, croco=0.0, pointcontrast=0.0))
+    # CroCo-style cross-view completion: view 1 masked at croco.mask_ratio, view 2 unmasked,
+    # a cross-attention decoder predicts view 1's masked patches from both.
+    c.croco = ml_collections.ConfigDict()
+    c.croco.mask_ratio = 0.9  # fraction of view-1 patches masked (drawn on device)
+    c.croco.num_pairs = 6  # view pairs per sample
+    c.croco.spatial_pairs = False  # also pair ring-neighbour cameras at the key frame
+    c.croco.min_overlap = 0.3  # fraction of view-1 LiDAR points also inside view 2
+    c.croco.dec_dims = 512
+    c.croco.dec_depth = 8
+    c.croco.dec_heads = 16
+    c.croco.mlp_ratio = 4
+    c.croco.rope_freq = 100.0  # 2D RoPE base frequency
+    c.croco.norm_pix_loss = True  # MSE on per-patch normalised pixels
+    # PointContrast-style PointInfoNCE between matched static LiDAR points of frames 0 and k.
+    c.pointcontrast = ml_collections.ConfigDict()
+    c.pointcontrast.num_pairs = 4096  # matched points per sample
+    c.pointcontrast.temperature = 0.4
+    c.pointcontrast.hidden_dims = 64  # projection head
+    c.pointcontrast.out_dims = 32
+    c.pointcontrast.max_color_diff = 40.0  # static check: mean |RGB| difference (0..255)
 
     c.profile = ml_collections.ConfigDict()
     c.profile.start_step = -1  # -1 = no jax.profiler trace

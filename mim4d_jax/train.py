@@ -51,6 +51,7 @@ _PROCESS_ID = flags.DEFINE_integer(
 )
 
 PipelineFactory = Callable[[ml_collections.ConfigDict, jax.sharding.Mesh], Any]
+InitFn = Callable[[Any, Any, Any], tuple[Any, Any]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -94,8 +95,12 @@ def train(
     pipeline_factory: PipelineFactory | None = None,
     model_factory: step_lib.ModelFactory | None = None,
     loss_fn: step_lib.LossFn | None = None,
+    init_fn: InitFn | None = None,
 ) -> dict[str, Any]:
     """Trains to config.total_steps (or until preempted); returns {'step', 'losses'}.
+
+    `init_fn(params, batch_stats, shardings) -> (params, batch_stats)` replaces the
+    `init.backbone` initialisation of a fresh run (the probe loads a pre-trained model).
 
     `devices` restricts the mesh (tests: restore onto a subset); the factories exist for
     tests and tools, the CLI uses the real data pipeline, model and objective.
@@ -113,7 +118,7 @@ def train(
         pipeline = (pipeline_factory or _default_pipeline)(config, mesh)
         manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
         try:
-            return _train_loop(config, workdir, fns, pipeline, manager)
+            return _train_loop(config, workdir, fns, pipeline, manager, init_fn)
         finally:
             # Pending async saves must commit before the process ends (or raises).
             manager.wait_until_finished()
@@ -127,6 +132,7 @@ def _train_loop(
     fns: step_lib.TrainFns,
     pipeline: Any,
     manager: Any,
+    init_fn: InitFn | None = None,
 ) -> dict[str, Any]:
     # ---- Resume from the newest intact checkpoint, or initialise. ----
     fallback = bool(config.get("resume", {}).get("fallback", False))
@@ -138,8 +144,9 @@ def _train_loop(
         logging.info("resumed from %s at step %d", workdir / "checkpoints", last_good)
     else:
         params, batch_stats = fns.init_params()
-        backbone = backbone_init.backbone_path(config)
-        if backbone is not None:
+        if init_fn is not None:
+            params, batch_stats = init_fn(params, batch_stats, fns.shardings)
+        elif (backbone := backbone_init.backbone_path(config)) is not None:
             params = backbone_init.load_backbone(backbone, params, fns.shardings["params"])
             logging.info("backbone initialised from %s", backbone)
         state = fns.init_state(params, batch_stats)

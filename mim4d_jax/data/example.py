@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mim4d_jax.data import masks, rays, schema, validate
+from mim4d_jax.data import bev, masks, pairs, rays, schema, validate
 from mim4d_jax.data.clip import decode_resize
 from mim4d_jax.geometry import poses
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], np.float32)
 _STREAM_TARGETS, _STREAM_MASK, _STREAM_RAYS = 0, 1, 2
+_STREAM_PAIRS = 3  # objective pairs (data/pairs.py)
 
 
 def check_config(config) -> None:
@@ -33,6 +34,7 @@ def check_config(config) -> None:
         )
     masks.patch_grid(d.pad_size, d.mask_patch)
     masks.num_visible(1, d.mask_ratio)
+    pairs.check_config(config)
     if d.frames < 1:
         raise ValueError(f"data.frames must be >= 1, got {d.frames}")
     ray_cfg = rays.RayConfig.from_config(config)
@@ -71,8 +73,16 @@ def make_example(
     `train=False` keeps every patch visible. Keys and shapes: docs/architecture.md without B.
     """
     example = make_example_u8(clip, config, seed=seed, position=position, train=train, where=where)
-    example["images"] = normalise_padded(example["images"], tuple(config.data.image_size))
+    example["images"] = model_images(example["images"], config)
     return example
+
+
+def model_images(images_u8: np.ndarray, config, xp=np) -> np.ndarray:
+    """The images the model sees: normalised, or all zeros (the dataset mean) for the
+    image-blind control `ablation.blind_images`, whose targets (rays, BEV) are untouched."""
+    if config.ablation.blind_images:
+        return xp.zeros(images_u8.shape, xp.float32)
+    return normalise_padded(images_u8, tuple(config.data.image_size), xp)
 
 
 def make_example_u8(
@@ -145,4 +155,36 @@ def make_example_u8(
         # then falls back to the key frame alone, as the reference's is_hop=False.
         "temporal_valid": np.float32(clip["frame_valid"].all()),
         **ray_arrays,
+        **(_bev_target(clip, config, where) if d.get("bev_targets", False) else {}),
+        # Only when the croco / pointcontrast objective is on (empty otherwise).
+        **pairs.example_pairs(
+            clip,
+            config,
+            points_key_p3=points_p3,
+            lidar2img_nt44=poses.lidar2img(intrinsics_nt33, cam2vol_nt44),
+            images_nthw3=images_nthw3,
+            target_frames=target_frames,
+            rng=_rng(seed, position, _STREAM_PAIRS),
+        ),
     }
+
+
+def _bev_target(clip: dict, config, where: str) -> dict[str, np.ndarray]:
+    """The key frame's occupancy of the configured categories (data.bev_categories) on the
+    BEV grid over model.pc_range: a cell is 1 if its centre lies inside a box footprint."""
+    boxes = clip.get("boxes")
+    if boxes is None:
+        raise ValueError(
+            f"{where}: the dataset has no 3D boxes, which BEV targets need; re-convert it with "
+            "the current converter (python -m data_prep.convert_nuscenes)"
+        )
+    keep_b = bev.category_keep(boxes["category"], tuple(config.data.bev_categories))
+    mask_hw = bev.rasterise_bev(
+        boxes["center_b3"],
+        boxes["size_b3"],
+        boxes["yaw_b"],
+        keep_b,
+        tuple(config.model.pc_range),
+        tuple(config.data.bev_hw),
+    )
+    return {"bev_target": mask_hw.astype(np.float32)}

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from mim4d_jax.data.batch import batch_sharding
-from mim4d_jax.data.example import check_config, make_example_u8, normalise_padded
+from mim4d_jax.data.example import check_config, make_example_u8, model_images
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
 
 STATE_FORMAT = "mim4d_jax.input_pipeline/1"
@@ -121,9 +121,8 @@ class InputPipeline:
         self._prefetch = max(1, int(config.data.prefetch))
         self._next_batch = 0
         self._producer: _Producer | None = None
-        image_size = tuple(int(v) for v in config.data.image_size)
         self._normalise = jax.jit(
-            lambda u8: normalise_padded(u8, image_size, jnp), out_shardings=self.sharding
+            lambda u8: model_images(u8, config, jnp), out_shardings=self.sharding
         )
 
     # --- host side ----------------------------------------------------------------------

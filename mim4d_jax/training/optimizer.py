@@ -37,10 +37,11 @@ def path_name(path: tuple) -> str:
 ALWAYS_FROZEN = ("render_model.laplace_density",)
 
 
-def frozen_prefixes(frozen_stages: int) -> tuple[str, ...]:
+def frozen_prefixes(frozen_stages: int, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     """mmcv ConvNeXt `_freeze_stages`: stages i < frozen_stages and their downsample layers
-    (downsample_layers.0 is the stem), plus the parameters no loss reaches."""
-    prefixes = list(ALWAYS_FROZEN)
+    (downsample_layers.0 is the stem), the parameters no loss reaches, and `extra`
+    (`optim.frozen_prefixes`, e.g. a probe's frozen features)."""
+    prefixes = [*ALWAYS_FROZEN, *extra]
     for i in range(frozen_stages):
         prefixes += [f"{BACKBONE_PREFIX}.downsample_layers.{i}", f"{BACKBONE_PREFIX}.stages.{i}"]
     return tuple(prefixes)
@@ -50,9 +51,9 @@ def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def param_labels(params: Any, frozen_stages: int) -> Any:
+def param_labels(params: Any, frozen_stages: int, extra_frozen: tuple[str, ...] = ()) -> Any:
     """Same tree as `params` with each leaf replaced by FROZEN, BACKBONE or DEFAULT."""
-    frozen = frozen_prefixes(frozen_stages)
+    frozen = frozen_prefixes(frozen_stages, extra_frozen)
 
     def label(path: tuple, _: Any) -> str:
         name = path_name(path)
@@ -89,7 +90,7 @@ def make_optimizer(
     """
     optim = config.optim
     schedule = make_schedule(optim, config.total_steps)
-    labels = param_labels(params, config.model.frozen_stages)
+    labels = param_labels(params, config.model.frozen_stages, tuple(optim.frozen_prefixes))
 
     def adamw(scale: float) -> optax.GradientTransformation:
         return optax.adamw(
@@ -111,9 +112,11 @@ def make_optimizer(
     return tx, schedule
 
 
-def trainable_grad_norm(grads: Any, frozen_stages: int) -> jax.Array:
+def trainable_grad_norm(
+    grads: Any, frozen_stages: int, extra_frozen: tuple[str, ...] = ()
+) -> jax.Array:
     """Global L2 norm of the gradients the optimiser clips (frozen ones excluded)."""
-    labels = param_labels(grads, frozen_stages)
+    labels = param_labels(grads, frozen_stages, extra_frozen)
     kept = jax.tree.map(
         lambda g, label: g if label != FROZEN else jnp.zeros((), g.dtype), grads, labels
     )

@@ -35,9 +35,10 @@ def default_model_factory(config: ml_collections.ConfigDict) -> ModelFactory:
 
 
 def default_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
-    from mim4d_jax.objectives.mim4d import make_loss_fn
+    """The weighted objectives of `config.objectives` (MIM4D alone by default)."""
+    from mim4d_jax.objectives import build_loss_fn
 
-    return make_loss_fn(config)
+    return build_loss_fn(config)
 
 
 def _like_params(tree: Any, params: Any, param_shardings: Any, default: NamedSharding) -> Any:
@@ -156,6 +157,7 @@ def make_train_fns(
     # ---- The train step. ----
     base_key = jax.random.key(config.seed)
     frozen_stages = config.model.frozen_stages
+    extra_frozen = tuple(config.optim.frozen_prefixes)
 
     def _train_step(state: State, batch: dict) -> tuple[State, dict]:
         step = state["step"]
@@ -168,7 +170,7 @@ def make_train_fns(
             return loss, (aux, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 
         (loss, (aux, bstats)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
-        grad_norm = optim_lib.trainable_grad_norm(grads, frozen_stages)
+        grad_norm = optim_lib.trainable_grad_norm(grads, frozen_stages, extra_frozen)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new: State = {
