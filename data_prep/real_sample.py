@@ -7,8 +7,17 @@ mini scene so the split lists place it), one sample, six camera and one LIDAR_TO
 The pickle stores only the ego pose at the LiDAR time; each camera's own ego pose is recovered
 from its `lidar2cam`, which mmdetection3d computed through the camera-time pose:
 ego2global_cam = ego2global_lidar @ lidar2ego @ inv(lidar2cam) @ inv(cam2ego) (the car moves
-about 0.3 m between the LiDAR and camera timestamps). Annotations are not carried over (empty
-instance / sample_annotation tables).
+about 0.3 m between the LiDAR and camera timestamps).
+
+The pickle's 69 annotated boxes (`instances`: `bbox_3d` = centre x, y, z, length, width,
+height, yaw in the LiDAR frame; `bbox_label_3d` an index into mmdetection3d's ten nuScenes
+detection classes) become sample_annotation / instance / category rows in global coordinates:
+centre through lidar2global, size as nuScenes (width, length, height), rotation the yaw-only
+quaternion of the mapped length axis (nuScenes boxes turn about the global z only). The ten
+classes map to one nuScenes category each (e.g. car -> vehicle.car, pedestrian ->
+human.pedestrian.adult; the finer nuScenes name is not in the pickle); label -1 (a category
+outside the ten) becomes "unknown". The pickle has no visibility, so visibility_token is ""
+(read back as 0, not recorded).
 """
 
 from __future__ import annotations
@@ -29,6 +38,20 @@ from mim4d_jax.data.schema import CAMERAS
 VERSION = "v1.0-mini"
 DEFAULT_SCENE = "scene-0061"  # in nuscenes.utils.splits.mini_train
 LOCATION = "singapore-onenorth"  # n015 logs were recorded in Singapore
+# mmdetection3d's nuScenes detection classes (metainfo "categories" order) -> nuScenes names.
+DETECTION_CATEGORIES = (
+    ("car", "vehicle.car"),
+    ("truck", "vehicle.truck"),
+    ("trailer", "vehicle.trailer"),
+    ("bus", "vehicle.bus.rigid"),
+    ("construction_vehicle", "vehicle.construction"),
+    ("bicycle", "vehicle.bicycle"),
+    ("motorcycle", "vehicle.motorcycle"),
+    ("pedestrian", "human.pedestrian.adult"),
+    ("traffic_cone", "movable_object.trafficcone"),
+    ("barrier", "movable_object.barrier"),
+)
+UNKNOWN_CATEGORY = "unknown"  # label -1: ignored by mmdetection3d, name not in the pickle
 
 
 def _token(*parts: str) -> str:
@@ -47,6 +70,54 @@ def _timestamp_us(filename: str) -> int:
     return int(filename.split("__")[-1].split(".")[0])
 
 
+def _annotation_tables(
+    info: dict, lidar2global_44: np.ndarray, sample_token: str, pkl_path: pathlib.Path
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """category, instance and sample_annotation rows of the pickle's boxes (module docstring)."""
+    names = [nusc_name for _, nusc_name in DETECTION_CATEGORIES] + [UNKNOWN_CATEGORY]
+    categories = [
+        {"token": _token("category", n), "name": n, "description": f"{n} (from mmdetection3d)"}
+        for n in names
+    ]
+    instances, annotations = [], []
+    for k, box in enumerate(info["instances"]):
+        label = int(box["bbox_label_3d"])
+        if not -1 <= label < len(DETECTION_CATEGORIES):
+            raise ValueError(f"{pkl_path}: instances[{k}] bbox_label_3d {label} is not in -1..9")
+        x, y, z, length, width, height, yaw = (float(v) for v in box["bbox_3d"])
+        center_3 = lidar2global_44[:3, :3] @ np.array([x, y, z]) + lidar2global_44[:3, 3]
+        axis_3 = lidar2global_44[:3, :3] @ np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        rotation = Quaternion(axis=(0.0, 0.0, 1.0), radians=np.arctan2(axis_3[1], axis_3[0]))
+        instance = _token("instance", sample_token, str(k))
+        ann = _token("sample_annotation", sample_token, str(k))
+        instances.append(
+            {
+                "token": instance,
+                "category_token": categories[label]["token"],  # label -1 -> the last: unknown
+                "nbr_annotations": 1,
+                "first_annotation_token": ann,
+                "last_annotation_token": ann,
+            }
+        )
+        annotations.append(
+            {
+                "token": ann,
+                "sample_token": sample_token,
+                "instance_token": instance,
+                "visibility_token": "",
+                "attribute_tokens": [],
+                "translation": [float(v) for v in center_3],
+                "size": [width, length, height],
+                "rotation": [float(v) for v in rotation.elements],
+                "prev": "",
+                "next": "",
+                "num_lidar_pts": int(box["num_lidar_pts"]),
+                "num_radar_pts": int(box["num_radar_pts"]),
+            }
+        )
+    return categories, instances, annotations
+
+
 def build_real_sample_dataset(
     sample_dir: str | pathlib.Path, out_dir: str | pathlib.Path, scene_name: str = DEFAULT_SCENE
 ) -> pathlib.Path:
@@ -58,7 +129,14 @@ def build_real_sample_dataset(
             f"{sample_dir}: expected exactly one info .pkl, found {len(pkl_paths)}"
         )
     with pkl_paths[0].open("rb") as f:
-        info = pickle.load(f)["data_list"][0]
+        data = pickle.load(f)
+    info = data["data_list"][0]
+    class_names = list(data.get("metainfo", {}).get("categories", {}))
+    if class_names and class_names != [name for name, _ in DETECTION_CATEGORIES]:
+        raise ValueError(
+            f"{pkl_paths[0]}: metainfo categories {class_names} are not the ten nuScenes "
+            "detection classes in mmdetection3d's order"
+        )
     logfile = pkl_paths[0].stem
     sample_token = info["token"]
     log_token, scene_token, map_token = (
@@ -69,10 +147,10 @@ def build_real_sample_dataset(
     ego2global_44 = np.asarray(info["ego2global"], np.float64)
     lidar2global_44 = ego2global_44 @ np.asarray(info["lidar_points"]["lidar2ego"], np.float64)
 
-    tables: dict[str, list[dict]] = {
-        name: []
-        for name in ("category", "attribute", "visibility", "instance", "sample_annotation")
-    }
+    tables: dict[str, list[dict]] = {"attribute": [], "visibility": []}
+    tables["category"], tables["instance"], tables["sample_annotation"] = _annotation_tables(
+        info, lidar2global_44, sample_token, pkl_paths[0]
+    )
     tables["log"] = [
         {
             "token": log_token,

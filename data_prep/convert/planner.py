@@ -129,10 +129,14 @@ def _pose(record: dict) -> np.ndarray:
 
 
 def _visibility_level(token: str, annotation: str) -> int:
-    """nuScenes visibility tokens are "1".."4" (0-40 % .. 80-100 % visible)."""
+    """nuScenes visibility tokens are "1".."4" (0-40 % .. 80-100 % visible); "" (not
+    recorded, e.g. boxes rebuilt from detection infos) is stored as 0."""
+    if token == "":
+        return 0
     if token not in ("1", "2", "3", "4"):
         raise ConversionError(
-            f"sample_annotation {annotation}: visibility_token {token!r} is not one of '1'..'4'"
+            f"sample_annotation {annotation}: visibility_token {token!r} is not one of "
+            "'1'..'4' (or '' for not recorded)"
         )
     return int(token)
 

@@ -93,7 +93,7 @@ def clip_features(
                 "size": f64((None, 3)),  # nuScenes wlh: width, length, height (m)
                 "yaw": f64((None,)),
                 "num_lidar_pts": tfds.features.Tensor(shape=(None,), dtype=i64),
-                "visibility": tfds.features.Tensor(shape=(None,), dtype=i64),  # nuScenes 1..4
+                "visibility": tfds.features.Tensor(shape=(None,), dtype=i64),  # 1..4, 0: none
             }
         )
     return tfds.features.FeaturesDict(features)
