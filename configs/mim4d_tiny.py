@@ -51,6 +51,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 50
 
+    c.croco.dec_dims = 64
+    c.croco.dec_depth = 2
+    c.croco.dec_heads = 4
+    c.pointcontrast.num_pairs = 512
+
     if arg == "test":
         c.total_steps = 4
         c.batch_size = 8
@@ -62,6 +67,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         c.render.num_importance = 4
         c.render.chunk_rays = 64
         c.optim.warmup_steps = 1
+        c.croco.num_pairs = 2
+        c.pointcontrast.num_pairs = 64
     elif arg:
         raise ValueError(f"unknown variant {arg!r} of configs/mim4d_tiny.py (use test)")
     return c

@@ -9,6 +9,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mim4d_jax.data import pairs
+
 # Mesh axes the leading (batch) dim is split over; the rest of every array is replicated.
 BATCH_AXES = ("data", "fsdp")
 NUM_TARGETS = 2  # rendered target frames per sample: [0, k]
@@ -41,6 +43,8 @@ def example_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int
     }
     if d.get("bev_targets", False):
         spec["bev_target"] = (tuple(int(v) for v in d.bev_hw), np.float32)
+    # View / point pairs of the objectives whose weight is > 0 (none by default).
+    spec.update(pairs.pair_spec(config))
     return spec
 
 

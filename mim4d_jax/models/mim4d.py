@@ -15,11 +15,13 @@ from flax import nnx
 
 from mim4d_jax.geometry.grid import VoxelGrid
 from mim4d_jax.models import layers
-from mim4d_jax.models.convnext import MaskedConvNeXt, variant_dims
+from mim4d_jax.models.convnext import MASK_STRIDE, MaskedConvNeXt, variant_dims
+from mim4d_jax.models.croco_decoder import CrocoDecoder
 from mim4d_jax.models.fields import SDFField
 from mim4d_jax.models.fpn import FPN
 from mim4d_jax.models.heads import make_depth_net, make_input_proj, project_and_depth
 from mim4d_jax.models.history_decoder import HistoryDecoder, predict_dropped_frame
+from mim4d_jax.models.projection_head import ProjectionHead
 from mim4d_jax.models.view_transform import lift_to_volume
 
 
@@ -34,6 +36,11 @@ def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
         bias_init=layers.bias_init(),
         rngs=rngs,
     )
+
+
+def _objective_weight(config: ml_collections.ConfigDict, name: str) -> float:
+    objectives = config.get("objectives", None)
+    return 0.0 if objectives is None else float(objectives.get(name, 0.0))
 
 
 class MIM4D(nnx.Module):
@@ -82,6 +89,14 @@ class MIM4D(nnx.Module):
             rngs=rngs,
         )
         self.render_model = SDFField(config.render, int(m.render_channels), rngs)
+        # Heads of the other pre-training objectives, only when their weight is > 0, so the
+        # default model's parameters (and its export) are unchanged.
+        if _objective_weight(config, "croco") > 0:
+            self.croco_decoder = CrocoDecoder(
+                variant_dims(m.backbone)[-1], config.croco, MASK_STRIDE, rngs=rngs
+            )
+        if _objective_weight(config, "pointcontrast") > 0:
+            self.pc_head = ProjectionHead(int(m.render_channels), config.pointcontrast, rngs=rngs)
 
     def features(
         self, images_nhwc: jax.Array, keep_nhw: jax.Array | None = None, *, rng=None
