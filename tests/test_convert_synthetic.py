@@ -15,10 +15,13 @@ import pytest
 import tensorflow_datasets as tfds
 from nuscenes.nuscenes import NuScenes
 
-from data_prep import convert_nuscenes
+from data_prep import convert_nuscenes, synthetic_nuscenes
 from data_prep.convert import job, planner, writer
 from data_prep.convert.items import ConversionError
 from data_prep.convert.request import ConvertRequest
+from data_prep.synth import rig, sensors
+from data_prep.synth.scene_writer import ANNOTATION_RANGE, scene_duration_s
+from data_prep.synth.world import build_world
 from data_prep.synthetic_nuscenes import generate
 from mim4d_jax.data import schema
 from tests.convert_helpers import assert_records_equal, pose_matrix, read_records
@@ -235,3 +238,46 @@ def test_beam_steps_without_beam_give_same_records(synth_root, synth_out, tmp_pa
             read_records(convert_nuscenes.dataset_dir(synth_out), split),
             read_records(convert_nuscenes.dataset_dir(tmp_path), split),
         )
+
+
+def test_boxes_are_the_synthetic_worlds_vehicles_in_the_volume_frame(synth_out):
+    """Every record's boxes are exactly the world's vehicles near the ego at the key (LiDAR)
+    time, mapped into the frame-0 volume frame rebuilt from the world's own ego pose and rig."""
+    version_dir = convert_nuscenes.dataset_dir(synth_out)
+    names = synthetic_nuscenes.scene_names("v1.0-mini", 3)
+    worlds = {
+        name: build_world(0 * 10_007 + i, scene_duration_s(3)) for i, name in enumerate(names)
+    }
+    checked = 0
+    for split in ("train", "val"):
+        for rec in read_records(version_dir, split):
+            name = rec["scene_name"].decode()
+            index, world = names.index(name), worlds[name]
+            start_us = synthetic_nuscenes._SCENE_START_US
+            start_us += index * synthetic_nuscenes._SCENE_SPACING_US
+            t_key = (rec["lidar_timestamp"] - start_us) / 1e6
+            t_front = (rec["cam_timestamps"][schema.CAMERAS.index("CAM_FRONT"), 0] - start_us) / 1e6
+            global2vol_44 = np.linalg.inv(sensors.ego2global(world, t_front) @ rig.lidar2ego())
+            veh = world.vehicles
+            centers_v3 = veh.centers_at(t_key)
+            ego_xy_2, _ = world.ego_pose(t_key)
+            near = np.nonzero(
+                np.linalg.norm(centers_v3[:, :2] - ego_xy_2, axis=1) < ANNOTATION_RANGE
+            )[0]
+            boxes = rec["boxes"]
+            expected_names = ["vehicle.truck" if veh.is_truck_v[v] else "vehicle.car" for v in near]
+            assert [c.decode() for c in boxes["category"]] == expected_names
+            np.testing.assert_allclose(
+                boxes["center"],
+                centers_v3[near] @ global2vol_44[:3, :3].T + global2vol_44[:3, 3],
+                atol=1e-9,
+            )
+            size_b3 = 2 * veh.half_v3[near][:, [1, 0, 2]]  # nuScenes (width, length, height)
+            np.testing.assert_allclose(boxes["size"], size_b3, atol=1e-12)
+            vol_yaw = np.arctan2(global2vol_44[1, 0], global2vol_44[0, 0])
+            yaw_error = np.angle(np.exp(1j * (boxes["yaw"] - veh.yaw_v[near] - vol_yaw)))
+            assert np.abs(yaw_error).max() < 1e-9
+            assert np.all(boxes["num_lidar_pts"] >= 0) and boxes["num_lidar_pts"].sum() > 0
+            assert set(boxes["visibility"]) <= {1, 2, 4}
+            checked += len(near)
+    assert checked > 20

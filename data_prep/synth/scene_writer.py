@@ -16,14 +16,16 @@ import numpy as np
 
 from data_prep.synth import rig, sensors
 from data_prep.synth.tables import Tables, quaternion_wxyz
-from data_prep.synth.world import BLOCK, ROAD_HALF, SIDEWALK, World
+from data_prep.synth.world import ACTIVE_RADIUS, BLOCK, ROAD_HALF, SIDEWALK, World
 
 PREFIX_US = 500_000
 KEY_INTERVAL_US = 1_000_000 // rig.KEYFRAME_HZ
 LIDAR_PER_KEY = rig.LIDAR_HZ // rig.KEYFRAME_HZ
 CAMERA_PER_KEY = rig.CAMERA_HZ // rig.KEYFRAME_HZ
 MAP_RESOLUTION = 0.1  # metres per pixel, what nuscenes.utils.map_mask.MapMask assumes
-ANNOTATION_RANGE = 50.0
+# Every vehicle of the rendered scene is annotated (the scene holds what is within
+# ACTIVE_RADIUS of the ego), so BEV targets cover the whole +-51.2 m grid, corners included.
+ANNOTATION_RANGE = ACTIVE_RADIUS
 LIDAR_AZIMUTH_STEPS = 720
 JPEG_QUALITY = 92
 
@@ -258,7 +260,10 @@ class SceneWriter:
         return key_idents
 
     def _write_annotations(self, sample_tokens: list[str], key_idents: list[np.ndarray]) -> None:
-        """Boxes of vehicles within ANNOTATION_RANGE that the key-frame LiDAR sees."""
+        """Exact boxes of every vehicle within ANNOTATION_RANGE at each key frame's (LiDAR)
+        time: centre, size and yaw of the vehicle primitive itself, seen by the LiDAR or not.
+        num_lidar_pts counts the key sweep's hits on it; visibility is graded from that count
+        ("1" none, "2" up to 20, "4" more), not from the images."""
         veh, tables, spec = self.world.vehicles, self.tables, self.spec
         per_vehicle: dict[int, list[str]] = {}
         for k, sample in enumerate(sample_tokens):
@@ -267,7 +272,7 @@ class SceneWriter:
             centers_v3 = veh.centers_at(t)
             counts_v = np.bincount(key_idents[k][key_idents[k] >= 0], minlength=len(veh.yaw_v))
             near_v = np.linalg.norm(centers_v3[:, :2] - ego_xy_2, axis=1) < ANNOTATION_RANGE
-            for v in np.nonzero(near_v & (counts_v[: len(veh.yaw_v)] > 0))[0]:
+            for v in np.nonzero(near_v)[0]:
                 moving = bool(veh.moving_v[v])
                 half_3 = veh.half_v3[v]
                 instance = tables.token(("instance", spec.index, int(v)))
@@ -276,7 +281,7 @@ class SceneWriter:
                     (spec.index, int(v), k),
                     sample_token=sample,
                     instance_token=instance,
-                    visibility_token="4" if counts_v[v] > 20 else "2",
+                    visibility_token="4" if counts_v[v] > 20 else "2" if counts_v[v] else "1",
                     attribute_tokens=[
                         tables.attribute_tokens["vehicle.moving" if moving else "vehicle.parked"]
                     ],
