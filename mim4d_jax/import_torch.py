@@ -1,8 +1,6 @@
 """`python -m mim4d_jax.import_torch`: entry point; the code is in mim4d_jax/interop/."""
 
-import sys
-
-from mim4d_jax.interop.import_torch import main
+from mim4d_jax.interop.import_torch import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

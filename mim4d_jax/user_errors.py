@@ -88,3 +88,9 @@ def run_cli(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
                 flush=True,
             )
         sys.exit(EXIT_USER_ERROR)
+
+
+class OutputError(UserError):
+    """An output file or folder that cannot be written (read-only, missing permissions)."""
+
+    default_hint = "choose a writable output path"

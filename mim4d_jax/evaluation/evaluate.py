@@ -29,6 +29,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
+from mim4d_jax import user_errors
 from mim4d_jax.data.example import make_example
 from mim4d_jax.data.reader import ClipReader
 from mim4d_jax.evaluation import metrics as eval_metrics
@@ -38,9 +39,16 @@ from mim4d_jax.models.mim4d import build_model
 from mim4d_jax.rendering.images import block_mean, denormalise
 from mim4d_jax.rendering.renderer import Renderer
 from mim4d_jax.rendering.targets import VOLUMES, target_volume
-from mim4d_jax.training import backbone_init, checkpoint
+from mim4d_jax.training import backbone_init, checkpoint, config_checks
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "optional: a config file, needed only to pass --config.KEY=VALUE overrides of the "
+    f"evaluation-side keys ({', '.join(config_checks.EVAL_SIDE_KEYS)}); the model is always "
+    "the workdir's config.json",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (checkpoints, eval/ output)")
 _STEP = flags.DEFINE_integer("step", None, "checkpoint step; default: the latest")
 _DEPTH_GT = flags.DEFINE_string("depth_gt", "", "synthetic dataroot with depth_gt/ (optional)")
@@ -50,9 +58,36 @@ _MASK = flags.DEFINE_bool("mask", True, "mask the inputs as in pre-training (see
 _PANELS = flags.DEFINE_integer("panels", 2, "PNG panels for the first N clips")
 
 
+def resolve_config(workdir: str, file_config=None, overrides: dict | None = None):
+    """The config to evaluate with: the workdir's config.json, with only evaluation-side
+    overrides (config_checks.EVAL_SIDE_KEYS) applied; a model-defining key that differs is a
+    ConfigError naming it. `overrides=None` takes the evaluation-side values of
+    `file_config` (library callers pass one config). A workdir with neither config.json nor
+    checkpoints (a step-0 evaluation before training) uses `file_config` as it is."""
+    path = checkpoint.workdir_path(workdir)
+    if (path / "config.json").exists():
+        if overrides is None and file_config is not None:
+            flat = config_checks.flatten(file_config)
+            overrides = {k: flat[k] for k in config_checks.EVAL_SIDE_KEYS if k in flat}
+        config = config_checks.resolve_run_config(
+            checkpoint.read_config(path), file_config=file_config, overrides=overrides
+        )
+    elif file_config is not None and not (path / "checkpoints").exists():
+        config = file_config
+    else:
+        raise user_errors.ConfigError(
+            f"{path / 'config.json'} does not exist"
+            + (" (the workdir has checkpoints)" if (path / "checkpoints").exists() else ""),
+            hint="pass the training run's --workdir; evaluation reads the model from its "
+            "config.json",
+        )
+    config_checks.check_config(config)
+    return config
+
+
 def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int]:
     """(params, batch_stats, step) of the checkpoint, or the initial parameters for step 0."""
-    ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+    ckpt_dir = checkpoint.workdir_path(workdir) / "checkpoints"
     saved = (
         checkpoint.make_manager(workdir, read_only=True).all_steps() if ckpt_dir.is_dir() else []
     )
@@ -66,7 +101,7 @@ def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int
             shardings = jax.tree.map(lambda _: device, params)
             params = backbone_init.load_backbone(backbone, params, shardings)
         return params, nnx.to_pure_dict(bstats), 0
-    _, params, bstats, step = checkpoint.restore_params(workdir, step)
+    _, params, bstats, step = checkpoint.restore_params(workdir, step, config=config)
     return params, bstats, step
 
 
@@ -138,7 +173,9 @@ def run(
     mask: bool = True,
     panels: int = 2,
 ) -> dict:
-    """Evaluates a checkpoint on `config.data.val_split`; returns and writes the metrics."""
+    """Evaluates a checkpoint on `config.data.val_split`; returns and writes the metrics.
+    `config` may change only evaluation-side keys of the workdir's config.json (resolve_config)."""
+    config = resolve_config(workdir, config)
     params, bstats, step = load_params(config, workdir, step)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))
     image_wh = tuple(int(v) for v in config.data.image_size)
@@ -152,7 +189,7 @@ def run(
     lidar = {v: eval_metrics.DepthErrors() for v in VOLUMES}
     dense = {v: eval_metrics.DepthErrors() for v in VOLUMES}
     colour = {v: eval_metrics.ColourErrors() for v in VOLUMES}
-    out_dir = pathlib.Path(workdir) / "eval"
+    out_dir = checkpoint.workdir_path(workdir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     cams = tuple(config.data.cameras)
     pc_range = tuple(config.model.pc_range)
@@ -210,8 +247,12 @@ def run(
 
 def main(argv) -> None:
     del argv
+    file_config = _CONFIG.value
+    overrides = (
+        config_flags.get_override_values(flags.FLAGS["config"]) if file_config is not None else {}
+    )
     result = run(
-        _CONFIG.value,
+        resolve_config(_WORKDIR.value, file_config, overrides),
         _WORKDIR.value,
         _STEP.value,
         depth_gt=_DEPTH_GT.value,
@@ -225,8 +266,9 @@ def main(argv) -> None:
 
 def cli() -> None:
     """Console script `mim4d-evaluate` and `python -m mim4d_jax.evaluate`."""
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    flags.mark_flags_as_required(["workdir"])
+    # Known errors (bad data, bad config, damaged checkpoint) as one line.
+    user_errors.run_cli(lambda: app.run(main))
 
 
 if __name__ == "__main__":

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from flax import nnx
 
+from mim4d_jax import user_errors
 from mim4d_jax.interop import mapping as em
 from mim4d_jax.interop.torch_ref.io import write_state_dict
 from mim4d_jax.interop.torch_ref.reference_keys import reference_shapes
 from mim4d_jax.models.mim4d import build_model
-from mim4d_jax.training import checkpoint
+from mim4d_jax.training import checkpoint, config_checks
 
 GOLDEN_SEED = 0
 BN_BUFFERS = ("running_mean", "running_var", em.BN_COUNTER)
@@ -113,20 +114,29 @@ def export(
     fmt: str = "pth",
     golden: str | pathlib.Path | None = None,
     log: TextIO | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> em.KeyReport:
     """Writes the export (and golden file); returns its comparison with the reference keys.
-    The table and the report go to `log` (default: the current sys.stdout)."""
+    The table and the report go to `log` (default: the current sys.stdout).
+
+    The model is the workdir's config.json; `overrides` (dotted key -> value) may change only
+    config_checks.EVAL_SIDE_KEYS, any other key that differs is refused by name, and the
+    checkpoint's recorded config is checked against config.json (checkpoint.restore_params)."""
     log = log or sys.stdout
-    config, params, batch_stats, step = checkpoint.restore_params(workdir, step)
+    config = config_checks.resolve_run_config(
+        checkpoint.read_config(workdir), overrides=dict(overrides or {}), what="export"
+    )
+    config_checks.check_config(config)
+    config, params, batch_stats, step = checkpoint.restore_params(workdir, step, config=config)
     state_dict = em.to_state_dict(params, batch_stats, num_batches_tracked=step)
     with_ema = float(config.optim.ema_decay) > 0
     if with_ema:
-        _, ema_params, _, _ = checkpoint.restore_params(workdir, step, ema=True)
+        _, ema_params, _, _ = checkpoint.restore_params(workdir, step, ema=True, config=config)
         state_dict.update(ema_copies(em.to_state_dict(ema_params, batch_stats, step)))
     meta = {
         "iter": step,
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "source": f"mim4d_jax export of {pathlib.Path(workdir).absolute()}",
+        "source": f"mim4d_jax export of {checkpoint.workdir_path(workdir)}",
         "num_batches_tracked": step,
         "config": config.to_json(sort_keys=True),
     }
@@ -154,14 +164,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output file")
     parser.add_argument("--format", choices=("pth", "safetensors"), default="pth")
     parser.add_argument("--golden", default=None, help="also write golden outputs to this .npz")
-    args = parser.parse_args(argv)
-    report = export(args.workdir, args.out, step=args.step, fmt=args.format, golden=args.golden)
+    parser.epilog = (
+        "--config.KEY=VALUE overrides the workdir's config.json for the evaluation-side keys "
+        f"only ({', '.join(config_checks.EVAL_SIDE_KEYS)}); --verbose shows tracebacks."
+    )
+    args, extra = parser.parse_known_args(argv)
+    overrides = {}
+    for item in extra:
+        key, sep, value = item.removeprefix("--config.").partition("=")
+        if not item.startswith("--config.") or not sep:
+            parser.error(f"unrecognized argument {item!r} (overrides are --config.KEY=VALUE)")
+        overrides[key] = config_checks.parse_override_value(value)
+    report = export(
+        args.workdir,
+        args.out,
+        step=args.step,
+        fmt=args.format,
+        golden=args.golden,
+        overrides=overrides,
+    )
     return 0 if report.ok else 1
 
 
 def cli() -> None:
-    """Console-script entry: exits with main()'s status."""
-    sys.exit(main())
+    """Console-script entry: exits with main()'s status; known errors as one line."""
+    sys.exit(user_errors.run_cli(main))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ A `.pth` is a pickle, and unpickling can run arbitrary code: it is only ever ope
 """
 
 import json
+import os
 import pathlib
 import pickle
 from collections.abc import Mapping
@@ -13,12 +14,26 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from mim4d_jax.user_errors import BadInputError, OutputError
+
 # Wrappers a state dict is commonly found under (mmcv: state_dict; official ConvNeXt: model).
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model")
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(BadInputError):
     """The file is a pickle that needs more than tensors to load (it could run code)."""
+
+    default_hint = "re-save it as a plain state dict (torch.save(state_dict)) or safetensors"
+
+
+def _damaged(path: pathlib.Path, kind: str, error: BaseException) -> BadInputError:
+    lines = str(error).strip().splitlines()
+    detail = lines[0][:300] if lines else type(error).__name__
+    return BadInputError(
+        f"{path} cannot be read as a {kind} file: it is truncated or damaged "
+        f"({type(error).__name__}: {detail})",
+        hint="download or export the file again",
+    )
 
 
 def is_safetensors(path: pathlib.Path) -> bool:
@@ -37,21 +52,31 @@ def read_state_dict(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor], 
     dict (safetensors: the JSON in its `meta` metadata string), {} when absent.
     """
     path = pathlib.Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path} does not exist or is not a file", hint="check the path")
     if is_safetensors(path):
-        tensors = safetensors.torch.load_file(str(path))
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return _strip_module(tensors), json.loads(metadata.get("meta", "{}"))
+        try:
+            tensors = safetensors.torch.load_file(str(path))
+            with safetensors.safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            meta = json.loads(metadata.get("meta", "{}"))
+        except Exception as e:  # SafetensorError, JSON errors: the message names no file
+            raise _damaged(path, "safetensors", e) from e
+        return _strip_module(tensors), meta
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "truncated" in str(e) or "EOF" in str(e):
+            raise _damaged(path, ".pth", e) from e
         raise UnsafeCheckpointError(
             f"{path} was refused: it is a pickle that needs code beyond tensors to load "
             f"(torch.load weights_only=True). Re-save it as a plain state dict or safetensors. "
             f"Detail: {str(e).splitlines()[0]}"
         ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # a cut zip or pickle
+        raise _damaged(path, ".pth", e) from e
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
+        raise BadInputError(f"{path} holds a {type(obj).__name__}, not a state dict")
     meta = obj.get("meta", {}) if isinstance(obj.get("meta"), Mapping) else {}
     for key in WRAPPER_KEYS:
         if isinstance(obj.get(key), Mapping):
@@ -60,7 +85,7 @@ def read_state_dict(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor], 
     tensors = _strip_module(obj)
     bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise ValueError(f"{path}: entries that are not tensors: {bad[:10]}")
+        raise BadInputError(f"{path}: entries that are not tensors: {bad[:10]}")
     return tensors, dict(meta)
 
 
@@ -75,12 +100,26 @@ def write_state_dict(
     fmt: str = "pth",
 ) -> None:
     """`{'state_dict': ..., 'meta': ...}` as a .pth, or a flat safetensors file whose
-    metadata holds the meta dict as one JSON string under `meta`."""
+    metadata holds the meta dict as one JSON string under `meta`.
+
+    Written under a temporary name in the same folder, then renamed: an existing file is
+    replaced whole or not at all. An unwritable place is an OutputError naming the path."""
     if fmt not in ("pth", "safetensors"):
         raise ValueError(f"unknown checkpoint format {fmt!r} (pth or safetensors)")
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "safetensors":
-        safetensors.torch.save_file(dict(tensors), str(path), metadata={"meta": json.dumps(meta)})
-    else:
-        torch.save({"state_dict": dict(tensors), "meta": dict(meta)}, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "safetensors":
+            safetensors.torch.save_file(
+                dict(tensors), str(tmp), metadata={"meta": json.dumps(meta)}
+            )
+        else:
+            torch.save({"state_dict": dict(tensors), "meta": dict(meta)}, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as e:  # torch's error for a read-only folder has no path
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise OutputError(
+            f"cannot write {path} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})"
+        ) from e
