@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mim4d_jax import user_errors
 from mim4d_jax.interop import mapping as em
 from mim4d_jax.interop.torch_ref.io import read_state_dict
 from mim4d_jax.models.convnext import MaskedConvNeXt
@@ -59,6 +60,7 @@ def load_backbone_params(path: str | pathlib.Path, variant: str) -> dict[Any, An
     else:
         prefix = ""
         arrays = {k: v for k, v in arrays.items() if not IGNORED.match(k)}
+    check_finite(arrays, path)
     params, report = em.from_state_dict(arrays, expected, prefix)
     if not prefix and not any(OUTPUT_NORM.match(k) for k in arrays):
         # An ImageNet checkpoint without any output norm: all of them start at LN init. A file
@@ -73,16 +75,39 @@ def load_backbone_params(path: str | pathlib.Path, variant: str) -> dict[Any, An
             shape = expected[name][jax_leaf].shape
             params.setdefault(name, {})[jax_leaf] = fill(shape, np.float32)
     if not report.ok:
-        raise ValueError(f"{path} does not fit ConvNeXt variant {variant!r}:\n{report.format()}")
+        raise user_errors.BadInputError(
+            f"{path} does not fit ConvNeXt variant {variant!r}:\n{report.format()}",
+            hint="pass the --variant the weights were trained as (S, B, tiny, nano)",
+        )
     return params
 
 
+def check_finite(arrays: dict[str, np.ndarray], path: str | pathlib.Path) -> None:
+    """BadInputError naming the file and every tensor holding NaN or Inf: such weights would
+    train to a non-finite loss at step 1, far from their cause."""
+    bad = {k: int(np.size(v) - np.isfinite(v).sum()) for k, v in arrays.items()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        shown = ", ".join(f"{k} ({n} values)" for k, n in sorted(bad.items())[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise user_errors.BadInputError(
+            f"{path}: non-finite (NaN/Inf) weights in {len(bad)} tensors: {shown}{more}"
+        )
+
+
 def _load_npz(path: str | pathlib.Path, expected: dict[Any, Any]) -> dict[Any, Any]:
-    flat = {"/".join(p): v for p, v in em.flatten(backbone_init.read_npz(str(path))).items()}
+    try:
+        tree = backbone_init.read_npz(str(path))
+    except (OSError, ValueError, EOFError) as error:  # zipfile.BadZipFile is an OSError
+        raise user_errors.BadInputError(
+            f"{path} cannot be read as an .npz file: it is truncated or damaged ({error})"
+        ) from error
+    flat = {"/".join(p): v for p, v in em.flatten(tree).items()}
+    check_finite(flat, path)
     want = {"/".join(p): tuple(leaf.shape) for p, leaf in em.flatten(expected).items()}
     report = em.compare(want, {k: v.shape for k, v in flat.items()})
     if not report.ok:
-        raise ValueError(f"{path} does not fit the backbone:\n{report.format()}")
+        raise user_errors.BadInputError(f"{path} does not fit the backbone:\n{report.format()}")
     return jax.tree_util.tree_map_with_path(
         lambda p, _: flat["/".join(str(k.key) for k in p)], expected
     )
@@ -102,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """Console-script entry: exits with main()'s status."""
-    sys.exit(main())
+    """Console-script entry: exits with main()'s status; known errors as one line."""
+    sys.exit(user_errors.run_cli(main))
 
 
 if __name__ == "__main__":
