@@ -64,25 +64,7 @@ def resolve_config(workdir: str, file_config=None, overrides: dict | None = None
     ConfigError naming it. `overrides=None` takes the evaluation-side values of
     `file_config` (library callers pass one config). A workdir with neither config.json nor
     checkpoints (a step-0 evaluation before training) uses `file_config` as it is."""
-    path = checkpoint.workdir_path(workdir)
-    if (path / "config.json").exists():
-        if overrides is None and file_config is not None:
-            flat = config_checks.flatten(file_config)
-            overrides = {k: flat[k] for k in config_checks.EVAL_SIDE_KEYS if k in flat}
-        config = config_checks.resolve_run_config(
-            checkpoint.read_config(path), file_config=file_config, overrides=overrides
-        )
-    elif file_config is not None and not (path / "checkpoints").exists():
-        config = file_config
-    else:
-        raise user_errors.ConfigError(
-            f"{path / 'config.json'} does not exist"
-            + (" (the workdir has checkpoints)" if (path / "checkpoints").exists() else ""),
-            hint="pass the training run's --workdir; evaluation reads the model from its "
-            "config.json",
-        )
-    config_checks.check_config(config)
-    return config
+    return config_checks.workdir_config(workdir, file_config, overrides, what="evaluation")
 
 
 def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int]:

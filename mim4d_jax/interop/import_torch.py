@@ -22,6 +22,7 @@ import dataclasses
 import pathlib
 import re
 import sys
+import zipfile
 from typing import Any
 
 import jax
@@ -98,7 +99,7 @@ def check_finite(arrays: dict[str, np.ndarray], path: str | pathlib.Path) -> Non
 def _load_npz(path: str | pathlib.Path, expected: dict[Any, Any]) -> dict[Any, Any]:
     try:
         tree = backbone_init.read_npz(str(path))
-    except (OSError, ValueError, EOFError) as error:  # zipfile.BadZipFile is an OSError
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise user_errors.BadInputError(
             f"{path} cannot be read as an .npz file: it is truncated or damaged ({error})"
         ) from error
