@@ -184,7 +184,10 @@ def _relations(config: ml_collections.ConfigDict) -> list[str]:
     have = {k: get_path(config, k) for k in ("total_steps", "optim.warmup_steps")}
     if all(p for p, _ in have.values()):
         total, warmup = have["total_steps"][1], have["optim.warmup_steps"][1]
-        if _is_int(total) and _is_int(warmup) and warmup > total:
+        valid = (
+            CHECKS["total_steps"](total) is None and CHECKS["optim.warmup_steps"](warmup) is None
+        )
+        if valid and warmup > total:
             problems.append(f"optim.warmup_steps={warmup}: must be <= total_steps ({total})")
     (p_img, image), (p_pad, pad) = (
         get_path(config, "data.image_size"),
