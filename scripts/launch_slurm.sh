@@ -3,6 +3,7 @@
 #
 # Usage (edit the #SBATCH lines for your cluster):
 #   sbatch scripts/launch_slurm.sh WORKDIR [CONFIG] [extra train flags...]
+#   DRY_RUN=1 bash scripts/launch_slurm.sh ...   prints the srun command line and runs nothing
 # Example, 2 nodes x 8 GPUs = 16 processes:
 #   sbatch --nodes=2 scripts/launch_slurm.sh /shared/runs/mim4d_vs01 configs/mim4d_vs01.py \
 #       --config.data.dir=/shared/nuscenes_clips --config.batch_size=16
@@ -26,7 +27,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
-  sed -n '2,16p' "$0"
+  sed -n '2,17p' "$0"
   exit 2
 fi
 WORKDIR=$1
@@ -39,5 +40,11 @@ export PYTHONPATH="${REPO_DIR}${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
 
 # --kill-on-bad-exit: one failing process (e.g. the NaN stop) ends the whole step.
-srun --kill-on-bad-exit=1 .venv/bin/python -m mim4d_jax.train \
-  --config="${CONFIG}" --workdir="${WORKDIR}" "$@"
+CMD=(srun --kill-on-bad-exit=1 .venv/bin/python -m mim4d_jax.train
+  --config="${CONFIG}" --workdir="${WORKDIR}" "$@")
+if [[ ${DRY_RUN:-0} == 1 ]]; then
+  printf '%q ' "${CMD[@]}" | sed 's/ $//'
+  echo
+  exit 0
+fi
+"${CMD[@]}"

@@ -2,7 +2,8 @@
 # Launch MIM4D pre-training on every worker of a Cloud TPU VM pod slice.
 #
 # Usage:
-#   scripts/launch_tpu_pod.sh TPU_NAME ZONE WORKDIR [CONFIG] [extra train flags...]
+#   scripts/launch_tpu_pod.sh [--dry-run] TPU_NAME ZONE WORKDIR [CONFIG] [extra train flags...]
+#   --dry-run (or DRY_RUN=1): print the gcloud command line, shell-quoted, and run nothing.
 # Example:
 #   scripts/launch_tpu_pod.sh mim4d-v5p-64 us-east5-a gs://my-bucket/mim4d_vs01 \
 #       configs/mim4d_vs01.py --config.data.dir=gs://my-bucket/nuscenes_clips
@@ -19,8 +20,13 @@
 # `--worker=all --command=...`.
 set -euo pipefail
 
+DRY_RUN=${DRY_RUN:-0}
+if [[ ${1:-} == --dry-run ]]; then
+  DRY_RUN=1
+  shift
+fi
 if [[ $# -lt 3 ]]; then
-  sed -n '2,20p' "$0"
+  sed -n '2,21p' "$0"
   exit 2
 fi
 TPU_NAME=$1
@@ -31,10 +37,25 @@ shift $(( $# < 4 ? $# : 4 ))
 REPO_DIR=${REPO_DIR:-'~/mim4d_jax'}
 PROJECT_FLAG=${GCLOUD_PROJECT:+--project=$GCLOUD_PROJECT}
 
-# printf %q keeps extra flags with spaces intact through the remote shell.
-EXTRA=$(printf ' %q' "$@")
+# printf %q keeps extra flags with spaces intact through the remote shell (no flags: nothing,
+# not the empty argument '' that printf would make of an empty list).
+EXTRA=""
+if [[ $# -gt 0 ]]; then
+  EXTRA=$(printf ' %q' "$@")
+fi
 COMMAND="cd ${REPO_DIR} && PYTHONPATH=\$PWD .venv/bin/python -m mim4d_jax.train \
   --config=${CONFIG} --workdir=${WORKDIR}${EXTRA} 2>&1 | tee -a \$HOME/mim4d_train.log"
 
-gcloud compute tpus tpu-vm ssh "${TPU_NAME}" --zone="${ZONE}" ${PROJECT_FLAG} \
-  --worker=all --command="${COMMAND}"
+CMD=(gcloud compute tpus tpu-vm ssh "${TPU_NAME}" --zone="${ZONE}")
+if [[ -n ${PROJECT_FLAG} ]]; then
+  CMD+=("${PROJECT_FLAG}")
+fi
+CMD+=(--worker=all --command="${COMMAND}")
+
+if [[ ${DRY_RUN} == 1 ]]; then
+  # One line that a shell reads back as exactly this argument vector.
+  printf '%q ' "${CMD[@]}" | sed 's/ $//'
+  echo
+  exit 0
+fi
+"${CMD[@]}"
