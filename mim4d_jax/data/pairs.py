@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mim4d_jax.geometry import poses
+from mim4d_jax.user_errors import ConfigError
 
 # Ring order of the nuScenes rig (yaw decreasing): each camera's neighbours share an edge band.
 CAMERA_RING = (
@@ -68,22 +69,22 @@ def check_config(config) -> None:
     if croco_enabled(config):
         c = config.croco
         if int(c.num_pairs) < 1:
-            raise ValueError(f"croco.num_pairs must be >= 1, got {c.num_pairs}")
+            raise ConfigError(f"croco.num_pairs must be >= 1, got {c.num_pairs}")
         if not 0.0 <= float(c.min_overlap) <= 1.0:
-            raise ValueError(f"croco.min_overlap must be in [0, 1], got {c.min_overlap}")
+            raise ConfigError(f"croco.min_overlap must be in [0, 1], got {c.min_overlap}")
         if int(config.data.frames) < 2 and not c.spatial_pairs:
-            raise ValueError(
+            raise ConfigError(
                 f"croco with data.frames={config.data.frames} has no temporal view pairs; "
                 "use data.frames >= 2 or croco.spatial_pairs=True"
             )
     if pointcontrast_enabled(config):
         if int(config.data.frames) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"pointcontrast matches points between two frames: data.frames must be >= 2, "
                 f"got {config.data.frames}"
             )
         if int(config.pointcontrast.num_pairs) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"pointcontrast.num_pairs must be >= 2 (negatives are the other pairs), "
                 f"got {config.pointcontrast.num_pairs}"
             )

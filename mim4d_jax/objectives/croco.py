@@ -22,6 +22,7 @@ import ml_collections
 
 from mim4d_jax.data import masks
 from mim4d_jax.models.convnext import MASK_STRIDE
+from mim4d_jax.user_errors import ConfigError
 
 BATCH_KEYS = ("images", "croco_pairs", "croco_pair_valid")
 SUBMODULES = ("img_backbone", "croco_decoder")
@@ -85,12 +86,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     c = config.croco
     masks.num_visible(1, float(c.mask_ratio))
     if int(config.data.mask_patch) != MASK_STRIDE:
-        raise ValueError(
+        raise ConfigError(
             f"croco predicts one patch per stride-{MASK_STRIDE} backbone token: "
             f"data.mask_patch must be {MASK_STRIDE}, got {config.data.mask_patch}"
         )
     if int(c.dec_dims) % (4 * int(c.dec_heads)):
-        raise ValueError(
+        raise ConfigError(
             f"croco.dec_dims={c.dec_dims} must be a multiple of 4 * croco.dec_heads="
             f"{c.dec_heads} (2D RoPE splits each head in four)"
         )

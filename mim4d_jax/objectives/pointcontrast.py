@@ -20,6 +20,7 @@ import ml_collections
 from mim4d_jax.geometry.grid import VoxelGrid
 from mim4d_jax.geometry.rigid import invert_rigid
 from mim4d_jax.geometry.trilinear import trilinear_lookup
+from mim4d_jax.user_errors import ConfigError
 
 BATCH_KEYS = (
     "images",
@@ -73,7 +74,7 @@ def point_info_nce(
 def check_config(config: ml_collections.ConfigDict) -> None:
     temperature = float(config.pointcontrast.temperature)
     if not temperature > 0:
-        raise ValueError(f"pointcontrast.temperature must be > 0, got {temperature}")
+        raise ConfigError(f"pointcontrast.temperature must be > 0, got {temperature}")
 
 
 def make_loss_fn(config: ml_collections.ConfigDict):

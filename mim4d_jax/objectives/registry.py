@@ -28,6 +28,7 @@ import ml_collections
 
 from mim4d_jax.data.batch import example_spec
 from mim4d_jax.objectives import croco, mim4d, pointcontrast
+from mim4d_jax.user_errors import ConfigError
 
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
@@ -98,32 +99,32 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Errors naming an unknown or missing objective, a bad weight, or a batch key that an
     enabled objective needs and this config's batch spec lacks."""
     if "objectives" not in config:
-        raise ValueError(
+        raise ConfigError(
             "config has no 'objectives' block; expected weights for " + ", ".join(OBJECTIVES)
         )
     given = dict(config.objectives.items())
     unknown = sorted(set(given) - set(OBJECTIVES))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown objective(s) {unknown} in config.objectives; known: {sorted(OBJECTIVES)}"
         )
     missing = [name for name in OBJECTIVES if name not in given]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"config.objectives lacks {missing}: every objective needs a weight (0 = off)"
         )
     for name, weight in given.items():
         if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"config.objectives.{name}={weight!r} must be a finite number >= 0")
+            raise ConfigError(f"config.objectives.{name}={weight!r} must be a finite number >= 0")
     if not any(float(w) > 0 for w in given.values()):
-        raise ValueError(f"every weight in config.objectives is 0 ({given}): nothing to train")
+        raise ConfigError(f"every weight in config.objectives is 0 ({given}): nothing to train")
     spec = example_spec(config)
     for name in OBJECTIVES:
         if float(given[name]) <= 0:
             continue
         absent = [key for key in OBJECTIVES[name].batch_keys if key not in spec]
         if absent:
-            raise ValueError(
+            raise ConfigError(
                 f"objective {name!r} needs batch key(s) {absent}, which the batch spec of this "
                 "config does not produce"
             )
