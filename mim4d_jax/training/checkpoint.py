@@ -215,6 +215,9 @@ def make_manager(
         enable_async_checkpointing=not read_only,
         create=not read_only,
         read_only=read_only,
+        # A save killed before its commit leaves a partial temporary step directory; the
+        # trainer holds the workdir lock, so no other writer can own it: remove it at start.
+        cleanup_tmp_directories=not read_only,
     )
     directory = workdir_path(workdir) / "checkpoints"
     return _Manager(directory, options=options, item_handlers=handlers)
