@@ -15,14 +15,31 @@ import pathlib
 _HOST_NOISE = ("ThreadpoolListener", "end: ")
 
 
+def _self_times(events) -> list[tuple[str, float]]:
+    """(name, exclusive ns) of one line's events: a container event (an XLA:CPU `while`
+    thunk around its body's thunks) keeps only the time none of its children cover, so
+    nothing is counted twice."""
+    spans = sorted(((e.start_ns, e.end_ns, e.name) for e in events), key=lambda s: (s[0], -s[1]))
+    out: list[list] = []
+    stack: list[int] = []  # indices into `out` of the open enclosing events
+    for start, end, name in spans:
+        while stack and out[stack[-1]][2] <= start:
+            stack.pop()
+        if stack:
+            out[stack[-1]][1] -= min(end, out[stack[-1]][2]) - start
+        out.append([name, end - start, end])
+        stack.append(len(out) - 1)
+    return [(name, dur) for name, dur, _ in out]
+
+
 def _op_events(profile) -> tuple[str, list[tuple[str, float]]]:
-    """(source description, [(op name, duration ns)]) of the executed ops."""
+    """(source description, [(op name, exclusive duration ns)]) of the executed ops."""
     device_events = []
     for plane in profile.planes:
         if plane.name.startswith("/device:"):
             for line in plane.lines:
                 if line.name == "XLA Ops":
-                    device_events += [(e.name, e.duration_ns) for e in line.events]
+                    device_events += _self_times(line.events)
     if device_events:
         return "device planes, XLA Ops lines", device_events
     host_events = []
@@ -32,12 +49,13 @@ def _op_events(profile) -> tuple[str, list[tuple[str, float]]]:
         for line in plane.lines:
             if "CpuClient" not in line.name and "XLAEigen" not in line.name:
                 continue
-            host_events += [
-                (e.name, e.duration_ns)
-                for e in line.events
-                if not e.name.startswith(_HOST_NOISE) and e.duration_ns > 0
+            # Runtime bookkeeping (C++ scopes such as ThunkExecutor::Execute, the thread
+            # pool's events) and zero-length "end: ..." markers are not ops.
+            ops = [
+                e for e in line.events if not e.name.startswith(_HOST_NOISE) and "::" not in e.name
             ]
-    return "host plane, XLA:CPU client threads (no device plane on a CPU)", host_events
+            host_events += [(n, d) for n, d in _self_times(ops) if d > 0]
+    return "host plane, XLA:CPU thunks (no device plane on a CPU)", host_events
 
 
 def summarise_trace(trace_dir: pathlib.Path | str, top: int = 15) -> dict:

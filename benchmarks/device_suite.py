@@ -494,7 +494,9 @@ def summarise(results: dict[str, dict]) -> dict:
     vendor = mm.get("vendor_peak_bf16_flops")
     summary: dict[str, Any] = {
         "device": mm.get("device_kind") or st.get("device_kind"),
-        "sections_ok": {name: bool(results.get(name, {}).get("ok")) for name in SECTIONS},
+        "sections_ok": {
+            name: bool(results[name].get("ok")) for name in SECTIONS if name in results
+        },
         "matmul_bf16_tflops": peak / 1e12 if peak else None,
         "renderer_forward_rays_per_s": rend.get("forward_rays_per_s"),
         "renderer_forward_backward_rays_per_s": rend.get("forward_backward_rays_per_s"),
@@ -519,6 +521,8 @@ def summarise(results: dict[str, dict]) -> dict:
             "samples_per_s": entry["samples_per_s"],
             "peak_bytes_in_use": entry["peak_bytes_in_use"],
             "xla_peak_bytes": entry["xla_memory"].get("peak_bytes"),
+            "analytic_flops_per_device": entry["analytic_flops_per_device"],
+            "xla_flops_per_device": entry["xla_flops_per_device"],
             "mfu_measured_peak": achieved / peak if peak else None,
             "mfu_vendor_peak": achieved / vendor if vendor else None,
         }

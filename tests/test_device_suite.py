@@ -75,7 +75,7 @@ def test_smoke_run_has_every_figure_without_tensorflow(smoke_run):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["smoke"] is True
-    assert all(summary["sections_ok"].values()), summary["sections_ok"]
+    assert summary["sections_ok"] == dict.fromkeys(device_suite.SECTIONS, True)
     for key in (
         "matmul_bf16_tflops",
         "renderer_forward_rays_per_s",
@@ -108,6 +108,34 @@ def test_smoke_run_has_every_figure_without_tensorflow(smoke_run):
     assert (out / "trace" / "top_ops.txt").read_text().startswith("top ")
 
 
+def test_isolated_section_runs_in_its_own_process(tmp_path):
+    # The full run's path: one child process per section, its JSON read back by the parent.
+    proc = subprocess.run(
+        [
+            "bash",
+            "benchmarks/device_suite.sh",
+            "--smoke",
+            "--isolate",
+            "--only",
+            "matmul",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["sections_ok"] == {"matmul": True}
+    section = json.loads((tmp_path / "matmul.json").read_text())
+    assert section["measured_bf16_flops"] > 0 and section["n"] == 256
+    assert section["measured_bf16_flops"] == pytest.approx(
+        section["flops_per_call"] / section["seconds"]["median_s"]
+    )
+
+
 def test_summary_arithmetic():
     results = {
         "matmul": {
@@ -138,6 +166,8 @@ def test_summary_arithmetic():
                     "samples_per_s": 2.0,
                     "peak_bytes_in_use": 7,
                     "xla_memory": {"peak_bytes": 8},
+                    "analytic_flops_per_device": 1.25e11,
+                    "xla_flops_per_device": 1e11,
                     "achieved_flops_per_device": 2.5e11,
                 },
                 "2": {"error": "RESOURCE_EXHAUSTED", "oom": True},
@@ -151,6 +181,7 @@ def test_summary_arithmetic():
     assert row["mfu_measured_peak"] == pytest.approx(0.25)
     assert row["mfu_vendor_peak"] == pytest.approx(0.125)
     assert row["renderer_share"] == pytest.approx(4 * 0.01 / 0.5)
+    assert row["xla_flops_per_device"] == 1e11 and row["xla_peak_bytes"] == 8
     assert summary["step"]["2"] == {"oom": True, "error": "RESOURCE_EXHAUSTED"}
     assert summary["profile_top_op"] == "fusion.1"
     assert all(summary["sections_ok"].values())
