@@ -10,7 +10,11 @@ sample's; only throughput matters. The last line printed is JSON with the ratio.
 and the conversion read from disk, as a real conversion of 300 GB does; without it both read
 from memory, where the raw read is a memcpy and the ratio mostly measures serialisation.
 
+`--verify-jpeg` times the conversion with the full-decode scan check of every JPEG
+(`--verify-jpeg` of the converter) instead of plain pass-through.
+
     python -m benchmarks.convert_bench [--clips 24] [--frames 3] [--work DIR] [--cold]
+        [--verify-jpeg]
 """
 
 from __future__ import annotations
@@ -99,13 +103,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before each pass")
+    parser.add_argument(
+        "--verify-jpeg", action="store_true", help="decode every JPEG to check its scan"
+    )
     args = parser.parse_args()
     settle = drop_page_cache if args.cold else (lambda: None)
     work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="convert_bench_"))
     root, out = work / "nusc", work / "out"
     out.mkdir(parents=True, exist_ok=True)
     items = build_blobs(root, args.clips, args.frames)
-    options = ConvertOptions(args.frames, items[0].source_hw, False, "fail", "v1.0-mini")
+    options = ConvertOptions(
+        args.frames, items[0].source_hw, False, "fail", "v1.0-mini", verify_jpeg=args.verify_jpeg
+    )
     task = ShardTask("train", 0, 1, str(root), str(out), tuple(items), options)
     raw_read(root, items)  # warm: without --cold both timings read from memory
     # Interleave the timings and keep the best of each, so a busy shared machine hurts both alike.
@@ -124,6 +133,7 @@ def main() -> None:
     report = {
         "clips": len(items),
         "cold": args.cold,
+        "verify_jpeg": args.verify_jpeg,
         "frames": args.frames,
         "input_mb_per_clip": round(in_bytes / len(items) / 2**20, 3),
         "raw_read_clips_per_s": round(len(items) / raw, 2),
