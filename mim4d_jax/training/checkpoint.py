@@ -58,6 +58,12 @@ class CheckpointMismatchError(ConfigError):
     )
 
 
+class NotAWorkdirError(UserError, FileNotFoundError):
+    """No config.json, or no checkpoint of the asked step, in the given workdir."""
+
+    default_hint = "pass the --workdir of a training run (it holds config.json and checkpoints/)"
+
+
 class StepExistsError(UserError):
     """A save of a step that is already committed: refused, never overwritten."""
 
@@ -100,7 +106,7 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     path = workdir_path(workdir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: not a mim4d_jax training workdir")
+        raise NotAWorkdirError(f"{path} does not exist: not a mim4d_jax training workdir")
     try:
         return config_from_json(path.read_text())
     except ValueError as error:
@@ -320,9 +326,7 @@ def check_compatible(
             problems.append(f"{name}: missing from checkpoint")
             continue
         saved_tree = saved.tree if hasattr(saved, "tree") else saved
-        problems += _shape_mismatches(
-            str_keys(saved_tree), str_keys(abstract[name]), name
-        )
+        problems += _shape_mismatches(str_keys(saved_tree), str_keys(abstract[name]), name)
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -500,9 +504,10 @@ def restore_params(
     manager = make_manager(workdir, read_only=True)
     step = manager.latest_step() if step is None else step
     if step is None or step not in manager.all_steps():
-        raise FileNotFoundError(
+        raise NotAWorkdirError(
             f"no checkpoint {'' if step is None else step} in {workdir}/checkpoints"
-            f" (steps: {list(manager.all_steps())})"
+            f" (steps: {list(manager.all_steps())})",
+            hint="pass --step with one of the listed steps" if manager.all_steps() else None,
         )
     try:
         verify_or_warn(manager, step)
