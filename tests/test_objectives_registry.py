@@ -129,3 +129,25 @@ def test_combined_objectives_log_prefixed_terms_and_sum_by_weight():
     np.testing.assert_allclose(
         float(total), terms["croco_loss"] + 0.5 * terms["pointcontrast_loss"], rtol=1e-6
     )
+
+
+def test_export_keeps_the_reference_keys_and_lists_the_heads_under_their_prefixes():
+    from mim4d_jax.interop import mapping
+    from mim4d_jax.interop.torch_ref.reference_keys import reference_shapes
+
+    config = train_fixtures.tiny_config("objectives.croco=1.0", "objectives.pointcontrast=1.0")
+    model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+    _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    actual = {}
+    for tree in (params, stats):
+        for path, leaf in mapping.flatten(nnx.to_pure_dict(tree)).items():
+            actual[mapping.torch_key(path)] = mapping.torch_shape(path, tuple(leaf.shape))
+    report = mapping.compare(reference_shapes(config), actual)
+    # BN counters are added by the export itself; everything else matches the reference.
+    assert not report.unexpected and not report.mismatched
+    assert all(k.endswith(mapping.BN_COUNTER) for k in report.missing)
+    heads = set(report.objective_heads)
+    assert "croco_decoder.mask_token" in heads and "pc_head.fc1.weight" in heads
+    assert "croco_decoder.blocks.0.cross_attn.kv.weight" in heads
+    assert all(k.startswith(("croco_decoder.", "pc_head.")) for k in heads)
+    assert "objective heads exported under croco_decoder.*, pc_head.*" in report.format()

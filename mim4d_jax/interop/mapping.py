@@ -39,6 +39,17 @@ KERNEL_PERMS: dict[int, tuple[int, ...]] = {
     5: (4, 3, 0, 1, 2),  # Conv3d (D, H, W, I, O) -> (O, I, D, H, W)
 }
 BN_COUNTER = "num_batches_tracked"
+# Heads of the non-default pre-training objectives (built only when their weight is > 0):
+# exported under their own prefixes, outside the reference layout, and listed in the report.
+OBJECTIVE_HEAD_PREFIXES = ("croco_decoder.", "pc_head.")
+
+
+def is_objective_head(key: str) -> bool:
+    """A torch key (or its mmcv EMA copy `ema_<key with . -> _>`) of an objective head."""
+    return any(
+        key.startswith(p) or key.startswith("ema_" + p[:-1] + "_") for p in OBJECTIVE_HEAD_PREFIXES
+    )
+
 
 JaxPath = tuple[str, ...]
 
@@ -111,26 +122,37 @@ class KeyReport:
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
     mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]  # key, expected, got
+    objective_heads: tuple[str, ...] = ()  # exported beside the reference layout, not in it
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def format(self) -> str:
+        heads = ""
+        if self.objective_heads:
+            prefixes = sorted({k.split(".")[0] for k in self.objective_heads if "." in k})
+            heads = (
+                f"; objective heads exported under {', '.join(p + '.*' for p in prefixes)} "
+                f"({len(self.objective_heads)} tensors): " + ", ".join(self.objective_heads)
+            )
         if self.ok:
-            return "all keys and shapes match"
+            return "all keys and shapes match" + heads
         lines = [f"missing ({len(self.missing)}): {k}" for k in self.missing]
         lines += [f"unexpected ({len(self.unexpected)}): {k}" for k in self.unexpected]
         lines += [f"shape mismatch: {k} expected {e} got {g}" for k, e, g in self.mismatched]
-        return "\n".join(lines)
+        return "\n".join(lines) + heads
 
 
 def compare(
     expected: Mapping[str, Iterable[int]], actual: Mapping[str, Iterable[int]]
 ) -> KeyReport:
+    """Key and shape differences; objective-head keys of `actual` are listed apart (the
+    reference layout has none of them)."""
     exp = {k: tuple(v) for k, v in expected.items()}
-    act = {k: tuple(v) for k, v in actual.items()}
+    act = {k: tuple(v) for k, v in actual.items() if k in exp or not is_objective_head(k)}
     return KeyReport(
+        objective_heads=tuple(natural_sorted(k for k in actual if k not in act)),
         missing=tuple(natural_sorted(exp.keys() - act.keys())),
         unexpected=tuple(natural_sorted(act.keys() - exp.keys())),
         mismatched=tuple(

@@ -1,0 +1,276 @@
+r"""Pre-training objectives compared at the same wall-clock budget, scored downstream.
+
+  python -m benchmarks.objectives --out /tmp/objectives [--data CLIPS_DIR] [--budget 150] \
+      [--seeds 0,1] [--runs mim4d,croco,...] [--probe_steps 60] [--freeze backbone]
+  python -m benchmarks.objectives --out /tmp/objectives --table   # the markdown table only
+
+For every run (a set of objective weights) and seed:
+1. pre-train `configs/mim4d_tiny.py` on the synthetic world with those weights
+   (`--config.objectives.*`) through the real trainer (`python -m mim4d_jax.train`); the clock
+   starts at the first logged step (compilation excluded) and after `--budget` seconds the
+   run gets SIGTERM, on which the trainer saves a checkpoint and exits;
+2. score the checkpoint with the downstream yardstick, the BEV vehicle-segmentation probe
+   (`python -m mim4d_jax.probe --config configs/probe_bev.py --init WORKDIR --freeze F`),
+   reading the `*iou*` keys of its result.json. `random` (no pre-training) and `blind`
+   (random init, `ablation.blind_images=True`: the probe sees no image) are the floors.
+Without the probe module only step 1 runs, and the table says so.
+
+Results are appended to OUT/results.jsonl as they finish (a rerun skips what is there);
+`--table` prints the markdown table of benchmarks/README.md from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+OBJECTIVES = ("mim4d", "croco", "pointcontrast")
+DEFAULT_RUNS = (
+    "mim4d",
+    "croco",
+    "pointcontrast",
+    "mim4d+croco",
+    "mim4d+pointcontrast",
+    "random",
+    "blind",
+)
+BASELINES = ("random", "blind")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def _weights(run: str) -> dict[str, float]:
+    names = run.split("+")
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise SystemExit(f"unknown objective(s) {unknown} in run {run!r}; known: {OBJECTIVES}")
+    return {name: (1.0 if name in names else 0.0) for name in OBJECTIVES}
+
+
+def make_data(out: pathlib.Path) -> pathlib.Path:
+    """The synthetic world (4 scenes x 8 samples) converted at the tiny config's 160x90."""
+    root, clips = out / "synthetic", out / "clips"
+    if not clips.exists():
+        py = [sys.executable, "-m"]
+        subprocess.run(
+            [*py, "data_prep.synthetic_nuscenes", "--out", str(root), "--overwrite"],
+            check=True,
+            cwd=REPO,
+            env=_env(),
+        )
+        subprocess.run(
+            [
+                *py,
+                "data_prep.convert_nuscenes",
+                "--dataroot",
+                str(root),
+                "--version",
+                "v1.0-mini",
+                "--out",
+                str(clips),
+                "--image-size",
+                "160x90",
+            ],
+            check=True,
+            cwd=REPO,
+            env=_env(),
+        )
+    return clips
+
+
+def _metrics(workdir: pathlib.Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pretrain(run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget: float) -> dict:
+    """Trains until `budget` seconds after the first logged step; returns the run's record."""
+    workdir = out / "pretrain" / f"{run}_seed{seed}"
+    overrides = [f"--config.objectives.{k}={v}" for k, v in _weights(run).items()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mim4d_jax.train",
+        "--config",
+        str(REPO / "configs" / "mim4d_tiny.py"),
+        "--workdir",
+        str(workdir),
+        f"--config.data.dir={data}",
+        f"--config.seed={seed}",
+        "--config.log_every=1",
+        "--config.image_log_every=0",
+        "--config.checkpoint_every=100000",
+        *overrides,
+    ]
+    log = open(out / "logs" / f"pretrain_{run}_seed{seed}.log", "w")
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    first = None
+    while proc.poll() is None:
+        time.sleep(2.0)
+        if first is None and _metrics(workdir):
+            first = time.time()
+        if first is not None and time.time() - first >= budget:
+            proc.send_signal(signal.SIGTERM)  # the trainer checkpoints and exits
+            break
+    rc = proc.wait()
+    log.close()
+    records = _metrics(workdir)
+    if rc != 0 or not records:
+        raise RuntimeError(f"pre-training {run} seed {seed} failed (rc {rc}); see {log.name}")
+    losses = [r["loss"] for r in records]
+    window = max(1, min(5, len(losses) // 4))
+    return {
+        "run": run,
+        "seed": seed,
+        "workdir": str(workdir),
+        "steps": records[-1]["step"],
+        "train_s": round(time.time() - (first or started), 1),
+        "compile_s": round((first or started) - started, 1),
+        "s_per_step": round(1.0 / statistics.median(r["steps_per_sec"] for r in records[1:]), 3)
+        if len(records) > 1
+        else None,
+        "loss_first": round(statistics.mean(losses[:window]), 4),
+        "loss_last": round(statistics.mean(losses[-window:]), 4),
+        "terms_last": {
+            k: round(v, 4)
+            for k, v in records[-1].items()
+            if k.endswith(("_loss", "_acc")) or k in ("rgb_loss", "depth_loss")
+        },
+    }
+
+
+def probe_available() -> bool:
+    return (
+        importlib.util.find_spec("mim4d_jax.probe") is not None
+        and (REPO / "configs" / "probe_bev.py").exists()
+    )
+
+
+def probe(
+    init: str, name: str, data: pathlib.Path, out: pathlib.Path, steps: int, freeze: str, seed: int
+) -> dict:
+    workdir = out / "probe" / name
+    cmd = [
+        sys.executable,
+        "-m",
+        "mim4d_jax.probe",
+        "--config",
+        str(REPO / "configs" / "probe_bev.py"),
+        "--workdir",
+        str(workdir),
+        "--init",
+        init if init not in BASELINES else "random",
+        "--freeze",
+        freeze,
+        f"--config.data.dir={data}",
+        f"--config.total_steps={steps}",
+        f"--config.seed={seed}",
+    ]
+    if init == "blind":
+        cmd.append("--config.ablation.blind_images=True")
+    started = time.time()
+    with open(out / "logs" / f"probe_{name}.log", "w") as log:
+        rc = subprocess.run(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    result_path = workdir / "probe" / "result.json"
+    if rc.returncode != 0 or not result_path.exists():
+        raise RuntimeError(f"probe {name} failed (rc {rc.returncode}); see {log.name}")
+    result = json.loads(result_path.read_text())
+    scores = {
+        k: round(v, 4) for k, v in result.items() if "iou" in k and isinstance(v, int | float)
+    }
+    return {"probe_s": round(time.time() - started, 1), "probe": scores}
+
+
+def _done(out: pathlib.Path) -> dict[tuple[str, int], dict]:
+    path = out / "results.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["run"], r["seed"]): r for r in rows}
+
+
+def table(out: pathlib.Path) -> str:
+    rows = sorted(
+        _done(out).values(),
+        key=lambda r: (DEFAULT_RUNS.index(r["run"]) if r["run"] in DEFAULT_RUNS else 99, r["seed"]),
+    )
+    keys = sorted({k for r in rows for k in r.get("probe", {})})
+    head = ["run", "seed", "steps", "s/step", "loss first -> last", *keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        loss = f"{r['loss_first']:.3f} -> {r['loss_last']:.3f}" if "loss_first" in r else "-"
+        cells = [
+            r["run"],
+            str(r["seed"]),
+            str(r.get("steps", "-")),
+            str(r.get("s_per_step", "-")),
+            loss,
+            *(f"{r['probe'][k]:.4f}" if k in r.get("probe", {}) else "-" for k in keys),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows and not keys:
+        lines.append("\n(probe not run: pre-training figures only)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--data", type=pathlib.Path, default=None, help="converted clips")
+    parser.add_argument("--budget", type=float, default=150.0, help="training seconds per run")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--runs", default=",".join(DEFAULT_RUNS))
+    parser.add_argument("--probe_steps", type=int, default=60)
+    parser.add_argument("--freeze", default="backbone", choices=("backbone", "lift", "none"))
+    parser.add_argument("--no_probe", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print the table and exit")
+    args = parser.parse_args(argv)
+    out = args.out
+    if args.table:
+        print(table(out))
+        return 0
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    data = args.data or make_data(out)
+    with_probe = not args.no_probe and probe_available()
+    done = _done(out)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for run in args.runs.split(","):
+            if (run, seed) in done:
+                continue
+            record: dict = {"run": run, "seed": seed}
+            if run not in BASELINES:
+                record.update(pretrain(run, seed, data, out, args.budget))
+            elif not with_probe:
+                continue
+            if with_probe:
+                init = record.get("workdir", run)
+                name = f"{run}_seed{seed}"
+                record.update(probe(init, name, data, out, args.probe_steps, args.freeze, seed))
+            record["freeze"] = args.freeze if with_probe else None
+            with open(out / "results.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+    print(table(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
