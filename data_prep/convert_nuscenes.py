@@ -69,7 +69,10 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Convert a nuScenes dataroot into sharded TFRecord key-frame clips (TFDS "
+        "layout); see docs/converting.md."
+    )
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", required=True, help="v1.0-mini or v1.0-trainval")
     parser.add_argument(
