@@ -2,7 +2,7 @@ r"""Input-pipeline throughput at the reference input size (1600x900 JPEGs -> 800
 800x480, 6 cameras x 3 frames, 2048 rays per camera and target frame).
 
   PYTHONPATH=. python benchmarks/input_bench.py [--data_dir DIR] [--batches 4]
-      [--batch_size 8] [--workers -1]
+      [--batch_size 8] [--workers -1] [--data_crc on|off]
 
 Without --data_dir it converts tests/data/nuscenes_sample (one real key frame) into a
 temporary dataset holding that clip 2 x batch_size times (warm page cache). Two measurements:
@@ -13,6 +13,8 @@ temporary dataset holding that clip 2 x batch_size times (warm page cache). Two 
    (`next(pipeline)` on one CPU device: adds the transfer and the ImageNet normalisation,
    which on this CPU-only machine also runs on the host cores), wall clips/s and CPU s/clip.
 On a shared machine wall figures understate; CPU seconds per clip do not depend on the load.
+`--data_crc off` skips the records' data CRC32C check (always on in training) to measure its
+cost; the JSON also reports the CRC's own time per record with each implementation.
 The last printed line is JSON.
 """
 
@@ -33,7 +35,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import mim4d_vs01
-from mim4d_jax.data import schema
+from mim4d_jax.data import schema, tfrecord
 from mim4d_jax.data.example import make_example_u8
 from mim4d_jax.data.pipeline import make_input_pipeline
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
@@ -140,6 +142,18 @@ def throughput(config, batches: int) -> dict[str, float]:
     return result
 
 
+def crc_times(reader: ClipReader, repeats: int = 5) -> dict[str, float]:
+    """Record bytes and seconds per record of the data CRC32C, per implementation."""
+    data = reader.files[0].read(0)
+    out = {"record_bytes": len(data)}
+    for name, fn in (("compiled", tfrecord._crc32c_fast), ("numpy", tfrecord._crc32c_numpy)):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn(data)
+        out[f"crc_s_per_record_{name}"] = round((time.perf_counter() - start) / repeats, 5)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_dir", default=None)
@@ -147,7 +161,9 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8, help="per-process batch")
     parser.add_argument("--workers", type=int, default=-1, help="-1 = one per CPU core")
     parser.add_argument("--stage_clips", type=int, default=4)
+    parser.add_argument("--data_crc", choices=("on", "off"), default="on")
     args = parser.parse_args()
+    tfrecord.VERIFY_DATA_CRC = args.data_crc == "on"
     config = mim4d_vs01.get_config()
     config.batch_size = args.batch_size
     config.data.num_parallel_calls = args.workers
@@ -155,12 +171,16 @@ def main() -> None:
         config.data.dir = _dataset(args.data_dir, tmp, copies=2 * args.batch_size)
         reader = ClipReader(config, config.data.train_split)
         stages = stage_times(config, reader, args.stage_clips)
+        crc = crc_times(reader)
         reader.close()
         measured = throughput(config, args.batches)
     total = sum(stages.values())
     goal = 3 * CLIPS_PER_ACCELERATOR_PER_S
     cores = os.cpu_count() or 1
     result = {
+        "data_crc": args.data_crc,
+        "crc_implementation": tfrecord.CRC32C_IMPLEMENTATION,
+        **crc,
         "clips_per_s_per_process": round(measured["device"][0], 2),
         "host_only_clips_per_s": round(measured["host"][0], 2),
         "cpu_cores": cores,
