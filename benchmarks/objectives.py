@@ -54,6 +54,18 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _overrides(run: str) -> list[str]:
+    """`mim4d+croco@croco.mask_ratio=0.75@...`: objectives joined by +, then config overrides."""
+    names, *extra = run.split("@")
+    return [f"--config.objectives.{k}={v}" for k, v in _weights(names).items()] + [
+        f"--config.{item}" for item in extra
+    ]
+
+
+def _slug(run: str) -> str:
+    return run.replace("@", "__").replace("=", "-")
+
+
 def _weights(run: str) -> dict[str, float]:
     names = run.split("+")
     unknown = [n for n in names if n not in OBJECTIVES]
@@ -102,8 +114,11 @@ def _metrics(workdir: pathlib.Path) -> list[dict]:
 
 def pretrain(run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget: float) -> dict:
     """Trains until `budget` seconds after the first logged step; returns the run's record."""
-    workdir = out / "pretrain" / f"{run}_seed{seed}"
-    overrides = [f"--config.objectives.{k}={v}" for k, v in _weights(run).items()]
+    workdir = out / "pretrain" / f"{_slug(run)}_seed{seed}"
+    overrides = _overrides(run)
+    if _has_checkpoint(workdir) and _metrics(workdir):
+        # Finished before (an interrupted benchmark): score that checkpoint, do not retrain.
+        return _pretrain_record(run, seed, workdir, None, None)
     cmd = [
         sys.executable,
         "-m",
@@ -119,7 +134,7 @@ def pretrain(run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget:
         "--config.checkpoint_every=100000",
         *overrides,
     ]
-    log = open(out / "logs" / f"pretrain_{run}_seed{seed}.log", "w")
+    log = open(out / "logs" / f"pretrain_{_slug(run)}_seed{seed}.log", "w")
     started = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
     first = None
@@ -132,9 +147,20 @@ def pretrain(run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget:
             break
     rc = proc.wait()
     log.close()
-    records = _metrics(workdir)
-    if rc != 0 or not records:
+    if rc != 0 or not _metrics(workdir):
         raise RuntimeError(f"pre-training {run} seed {seed} failed (rc {rc}); see {log.name}")
+    return _pretrain_record(run, seed, workdir, started, first)
+
+
+def _has_checkpoint(workdir: pathlib.Path) -> bool:
+    ckpt = workdir / "checkpoints"
+    return ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+
+def _pretrain_record(
+    run: str, seed: int, workdir: pathlib.Path, started: float | None, first: float | None
+) -> dict:
+    records = _metrics(workdir)
     losses = [r["loss"] for r in records]
     window = max(1, min(5, len(losses) // 4))
     return {
@@ -142,8 +168,8 @@ def pretrain(run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget:
         "seed": seed,
         "workdir": str(workdir),
         "steps": records[-1]["step"],
-        "train_s": round(time.time() - (first or started), 1),
-        "compile_s": round((first or started) - started, 1),
+        "train_s": None if started is None else round(time.time() - (first or started), 1),
+        "compile_s": None if started is None else round((first or started) - started, 1),
         "s_per_step": round(1.0 / statistics.median(r["steps_per_sec"] for r in records[1:]), 3)
         if len(records) > 1
         else None,
@@ -210,7 +236,11 @@ def _done(out: pathlib.Path) -> dict[tuple[str, int], dict]:
 def table(out: pathlib.Path) -> str:
     rows = sorted(
         _done(out).values(),
-        key=lambda r: (DEFAULT_RUNS.index(r["run"]) if r["run"] in DEFAULT_RUNS else 99, r["seed"]),
+        key=lambda r: (
+            DEFAULT_RUNS.index(r["run"]) if r["run"] in DEFAULT_RUNS else len(DEFAULT_RUNS),
+            r["run"],
+            r["seed"],
+        ),
     )
     keys = sorted({k for r in rows for k in r.get("probe", {})})
     head = ["run", "seed", "steps", "s/step", "loss first -> last", *keys]
@@ -262,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if with_probe:
                 init = record.get("workdir", run)
-                name = f"{run}_seed{seed}"
+                name = f"{_slug(run)}_seed{seed}"
                 record.update(probe(init, name, data, out, args.probe_steps, args.freeze, seed))
             record["freeze"] = args.freeze if with_probe else None
             with open(out / "results.jsonl", "a") as f:
