@@ -3,6 +3,7 @@ user errors on the command line, and worker processes that outlive a killed pare
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -117,7 +118,9 @@ def _kwargs_of(flags: list[str]) -> dict:
     return {name: value}
 
 
-def test_cli_input_error_is_one_line_and_verbose_shows_the_traceback(root, tmp_path, capsys):
+def test_cli_input_error_is_one_line_and_verbose_shows_the_traceback(
+    root, tmp_path, capsys, monkeypatch
+):
     (root / "v1.0-mini" / "ego_pose.json").unlink()
     argv = ["--dataroot", str(root), "--version", "v1.0-mini", "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as exit_info:
@@ -129,6 +132,22 @@ def test_cli_input_error_is_one_line_and_verbose_shows_the_traceback(root, tmp_p
     with pytest.raises(SystemExit):
         convert_nuscenes.main([*argv, "--verbose"])
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+    monkeypatch.setenv("MIM4D_VERBOSE", "1")
+    with pytest.raises(SystemExit):
+        convert_nuscenes.main(argv)
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_beam_runner_without_apache_beam_is_a_one_line_error(tmp_path, capsys):
+    # apache-beam cannot join the main environment (docs/converting.md, "Apache Beam").
+    assert importlib.util.find_spec("apache_beam") is None
+    argv = ["--dataroot", str(tmp_path), "--version", "v1.0-mini", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        convert_nuscenes.main([*argv, "--runner", "DirectRunner", "--direct_num_workers", "2"])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2
+    assert err[0].startswith("ERROR: --runner DirectRunner: apache-beam is not installed")
+    assert ".venv-beam" in err[1]
 
 
 def test_writer_publishes_nothing_once_told_not_to(root, tmp_path):
