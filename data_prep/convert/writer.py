@@ -68,7 +68,9 @@ def truncated_scan(data: bytes) -> bool:
     zero coefficients, which decode to exactly Y = Cb = Cr = 128. So the scan is called
     truncated when the last MCU's luma is exactly 128 and the last pixel's chroma too; a real
     image region is never perfectly flat mid-grey with neutral chroma. A cut inside the last
-    MCU goes unnoticed (that MCU is then only partly grey). Raises OSError if undecodable.
+    MCU goes unnoticed (that MCU is then only partly grey), and so does a progressive JPEG cut
+    after its first scans (it decodes blurred, not grey); nuScenes and the synthetic world
+    write baseline JPEGs. Raises OSError if undecodable.
     """
     with PIL.Image.open(io.BytesIO(data)) as img:
         if img.format != "JPEG":
