@@ -23,6 +23,7 @@ from absl import app, flags, logging
 from etils import epath
 from flax import nnx
 
+from mim4d_jax import atomic_files
 from mim4d_jax import train as train_lib  # defines --config, --workdir (shared with train)
 from mim4d_jax.data.example import make_example
 from mim4d_jax.data.pipeline import make_input_pipeline
@@ -182,10 +183,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "categories": list(config.data.bev_categories),
         "blind_images": bool(config.ablation.blind_images),
     }
-    path = probe_dir / "result.json"
-    tmp = probe_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.rename(path)
+    atomic_files.write_text(probe_dir / "result.json", json.dumps(result, indent=2))
     return result
 
 

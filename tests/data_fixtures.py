@@ -129,6 +129,19 @@ def make_clip(index: int, frames: int, stored_wh: tuple[int, int], seed: int) ->
     }
 
 
+def fixture_boxes(index: int) -> dict:
+    """Two cars and a pedestrian at known frame-0 volume positions (schema 1.1.0 layout)."""
+    shift = float(index % 4)
+    return {
+        "category": np.array(["vehicle.car", "vehicle.car", "human.pedestrian.adult"], object),
+        "center": np.array([[6.0 + shift, 4.0, -1.0], [-8.0, -10.0 + shift, -1.0], [3, 3, -1]]),
+        "size": np.array([[1.9, 4.5, 1.6], [2.0, 4.8, 1.7], [0.6, 0.6, 1.7]]),
+        "yaw": np.array([0.0, np.pi / 2, 0.0]),
+        "num_lidar_pts": np.array([40, 25, 5], np.int64),
+        "visibility": np.array([4, 3, 4], np.int64),
+    }
+
+
 def write_dataset(
     root: pathlib.Path,
     clips: list[dict],
@@ -139,11 +152,15 @@ def write_dataset(
     num_shards: int = 2,
     cameras: tuple[str, ...] = schema.CAMERAS,
     version: str = VERSION,
+    with_boxes: bool = False,
 ) -> pathlib.Path:
-    """Write `clips` as a TFDS folder dataset under root/nuscenes_clips/1.0.0; returns that dir."""
-    data_dir = root / schema.DATASET_NAME / "1.0.0"
+    """Write `clips` as a TFDS folder dataset under root/nuscenes_clips/<version>; returns
+    that dir: 1.0.0 without boxes, or 1.1.0 with `fixture_boxes` in every clip."""
+    data_dir = root / schema.DATASET_NAME / ("1.1.0" if with_boxes else "1.0.0")
     data_dir.mkdir(parents=True, exist_ok=True)
-    features = schema.clip_features(frames, (stored_wh[1], stored_wh[0]))
+    features = schema.clip_features(frames, (stored_wh[1], stored_wh[0]), with_boxes=with_boxes)
+    if with_boxes:
+        clips = [{**clip, "boxes": fixture_boxes(i)} for i, clip in enumerate(clips)]
     for shard in range(num_shards):
         name = f"{schema.DATASET_NAME}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}"
         with tf.io.TFRecordWriter(str(data_dir / name)) as writer:

@@ -16,6 +16,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # evaluate, probe) sit above everything; `user_errors` below everything.
 LAYERS = {
     "mim4d_jax.user_errors": 0,
+    "mim4d_jax.atomic_files": 0,
     "mim4d_jax.geometry": 1,
     "mim4d_jax.data": 2,
     "mim4d_jax.models": 2,

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from mim4d_jax.atomic_files import atomic_path  # noqa: E402
 from mim4d_jax.rendering.images import denormalise  # noqa: E402
 
 # nuScenes' Renault Zoe, centred on the LiDAR (the volume origin): width x length in metres.
@@ -50,7 +51,6 @@ def write_bev_panel(
         ax.set_ylabel("y (m, forward)")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title + "   (red: ego car)", fontsize=11)
-    tmp = path.parent / (path.name + ".tmp.png")
-    fig.savefig(str(tmp), dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=80)
     plt.close(fig)
-    tmp.rename(path)

@@ -29,7 +29,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from mim4d_jax import user_errors
+from mim4d_jax import atomic_files, user_errors
 from mim4d_jax.data.example import make_example
 from mim4d_jax.data.reader import ClipReader
 from mim4d_jax.evaluation import metrics as eval_metrics
@@ -210,7 +210,7 @@ def run(
                 target_nhw3,
                 out_hw,
                 cams,
-                gt_z_nhw,
+                gt_range_np,
                 float(config.model.depth_max),
             )
     reader.close()
@@ -220,10 +220,7 @@ def run(
         result[name] = {**lidar[name].result(), **colour[name].result()}
         if depth_index is not None:
             result[name].update({f"dense_{k}": v for k, v in dense[name].result().items()})
-    path = out_dir / f"step_{step}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.rename(path)
+    atomic_files.write_text(out_dir / f"step_{step}.json", json.dumps(result, indent=2))
     return result
 
 

@@ -35,7 +35,7 @@ class BEVHead(nnx.Module):
         self.classifier = layers.conv(channels, 1, (1, 1), rngs=rngs)
         # Start at the prior of a rare class (p = 0.01, as RetinaNet's focal-loss head), so
         # the first steps do not spend themselves pushing every cell negative.
-        self.classifier.bias.value = jnp.full((1,), -jnp.log(99.0), jnp.float32)
+        self.classifier.bias.set_value(jnp.full((1,), -jnp.log(99.0), jnp.float32))
 
     def __call__(self, vol_bzyxc: jax.Array) -> jax.Array:
         x_byxc = volume_to_bev(vol_bzyxc.astype(jnp.float32))

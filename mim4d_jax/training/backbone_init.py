@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from etils import epath
 
+from mim4d_jax.atomic_files import atomic_path
 from mim4d_jax.training.checkpoint import str_keys
 
 NONE = "none"  # the explicit "random backbone" value of init.backbone
@@ -64,11 +65,8 @@ def read_npz(path: str) -> dict:
 def write_npz(params: dict, out: str) -> None:
     """Writes a nested dict of arrays in the layout `read_npz` reads (temp file, then rename)."""
     flat = {key: np.asarray(value) for key, value in _flat_items(str_keys(params))}
-    out_path = epath.Path(out)
-    tmp = out_path.parent / (out_path.name + ".tmp")
-    with tmp.open("wb") as f:
+    with atomic_path(out) as tmp, tmp.open("wb") as f:
         np.savez(f, **flat)
-    tmp.rename(out_path)
 
 
 def merge_backbone(params: dict, backbone: dict, shardings: dict) -> dict:
