@@ -41,6 +41,11 @@ _FREEZE = flags.DEFINE_enum("freeze", "lift", ["backbone", "lift", "none"], "wha
 _SAME_DATA_KEYS = ("cameras", "image_size", "pad_size", "mask_patch")
 
 
+def _as_tuple(value: Any) -> tuple:
+    """Sequences (cameras, sizes) and scalars (mask_patch) in one comparable form."""
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
+
+
 def resolve_config(
     config: ml_collections.ConfigDict, init: str, freeze: str
 ) -> ml_collections.ConfigDict:
@@ -53,7 +58,7 @@ def resolve_config(
         pre = checkpoint.read_config(init)
         config.model, config.render = pre.model, pre.render
         for key in _SAME_DATA_KEYS:
-            mine, theirs = tuple(config.data[key]), tuple(pre.data[key])
+            mine, theirs = _as_tuple(config.data[key]), _as_tuple(pre.data[key])
             if mine != theirs:
                 raise ValueError(
                     f"data.{key}={mine} differs from the pre-training run's {theirs} "
