@@ -1,0 +1,158 @@
+r"""The representation yardstick on the synthetic world: does pre-training teach the lift
+something a scene prior cannot?
+
+  python benchmarks/representation.py [--out DIR] [--pretrain_steps 300] [--probe_steps 150]
+      [--scenes 4] [--seeds 0]
+
+Runs, in one process tree and on one machine: the synthetic world (held-out val scenes) and its
+conversion; pre-training of configs/mim4d_tiny.py ("pretrained") and of its image-blind twin
+(`ablation.blind_images=True`, "blind"); the pretext evaluation of both (rendered depth AbsRel
+vs LiDAR and dense ground truth, PSNR); then the BEV vehicle probe (configs/probe_bev.py:tiny)
+frozen (`--freeze lift`) and fully fine-tuned (`--freeze none`) on pretrained, blind and random
+init. Prints a JSON last line with every figure, the targets and the wall times; writes
+DIR/report.md + DIR/report.png (mim4d_jax.compare) for the frozen probes.
+
+Targets (issue "downstream yardstick"): pretrained direct-depth AbsRel at least 30 % below the
+blind twin's; frozen-probe IoU at least 10 points above random init and above the blind twin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _run(args: list[str], log: pathlib.Path) -> float:
+    """Runs a project command (repository root, quiet TF); returns its wall seconds."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    start = time.time()
+    with log.open("w") as out:
+        result = subprocess.run([PY, *args], cwd=REPO, env=env, stdout=out, stderr=out)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(args[:3])} failed ({result.returncode}): see {log}")
+    return time.time() - start
+
+
+def _latest_eval(workdir: pathlib.Path) -> dict:
+    evals = sorted(workdir.glob("eval/step_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+    return json.loads(evals[-1].read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="workdirs/representation")
+    parser.add_argument("--scenes", type=int, default=4)
+    parser.add_argument("--samples_per_scene", type=int, default=8)
+    parser.add_argument("--pretrain_steps", type=int, default=300)
+    parser.add_argument("--probe_steps", type=int, default=150)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--finetune", type=int, default=1, help="0: frozen probes only")
+    args = parser.parse_args()
+    out = (REPO / args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    walls: dict[str, float] = {}
+
+    synthetic, clips = out / "synthetic", out / "clips"
+    if not (clips / "nuscenes_clips").exists():
+        walls["data"] = _run(
+            [
+                "-m",
+                "data_prep.synthetic_nuscenes",
+                "--out",
+                str(synthetic),
+                "--scenes",
+                str(args.scenes),
+                "--samples-per-scene",
+                str(args.samples_per_scene),
+                "--overwrite",
+            ],
+            out / "synthetic.log",
+        )
+        walls["data"] += _run(
+            [
+                "-m", "data_prep.convert_nuscenes", "--dataroot", str(synthetic),
+                "--version", "v1.0-mini", "--out", str(clips), "--image-size", "160x90",
+                "--workers", "2",
+            ],
+            out / "convert.log",
+        )  # fmt: skip
+    data = f"--config.data.dir={clips}"
+    figures: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "runs": {}}
+    for seed in args.seeds:
+        pre_args = [data, f"--config.total_steps={args.pretrain_steps}", f"--config.seed={seed}"]
+        runs = {"pretrained": [], "blind": ["--config.ablation.blind_images=True"]}
+        for name, extra in runs.items():
+            workdir = out / f"{name}_s{seed}"
+            walls[f"{name}_s{seed}"] = _run(
+                ["-m", "mim4d_jax.train", "--config", "configs/mim4d_tiny.py",
+                 "--workdir", str(workdir), *pre_args, *extra],
+                out / f"{name}_s{seed}.log",
+            )  # fmt: skip
+            _run(
+                ["-m", "mim4d_jax.evaluate", "--config", "configs/mim4d_tiny.py",
+                 "--workdir", str(workdir), data, "--depth_gt", str(synthetic), *extra],
+                out / f"{name}_s{seed}_eval.log",
+            )  # fmt: skip
+            evaluation = _latest_eval(workdir)
+            figures["runs"][f"{name}_s{seed}"] = {
+                "direct_depth_abs_rel": evaluation["direct"]["depth_abs_rel"],
+                "dense_depth_abs_rel": evaluation["direct"].get("dense_depth_abs_rel"),
+                "rgb_psnr_db": evaluation["direct"]["rgb_psnr_db"],
+            }
+        modes = ["lift", "none"] if args.finetune else ["lift"]
+        for init_name in ("pretrained", "blind", "random"):
+            init = "random" if init_name == "random" else str(out / f"{init_name}_s{seed}")
+            for freeze in modes:
+                key = f"probe_{init_name}_{freeze}_s{seed}"
+                # The frozen probe lives in its run's own workdir (under probe/), so the
+                # comparison report finds pretext and probe figures side by side.
+                probe_dir = out / (f"{init_name}_s{seed}" if freeze == "lift" else key)
+                walls[key] = _run(
+                    ["-m", "mim4d_jax.probe", "--config", "configs/probe_bev.py:tiny",
+                     "--workdir", str(probe_dir), "--init", init, "--freeze", freeze, data,
+                     f"--config.total_steps={args.probe_steps}", f"--config.seed={seed}"],
+                    out / f"{key}.log",
+                )  # fmt: skip
+                result = json.loads((probe_dir / "probe" / "result.json").read_text())
+                figures["runs"].setdefault(f"{init_name}_s{seed}", {})[f"probe_{freeze}_iou"] = (
+                    result["iou"]
+                )
+                figures["runs"][f"{init_name}_s{seed}"][f"probe_{freeze}_best_iou"] = result[
+                    "best_iou"
+                ]
+
+    def mean(name: str, key: str) -> float:
+        values = [figures["runs"][f"{name}_s{s}"][key] for s in args.seeds]
+        return sum(values) / len(values)
+
+    pre_absrel, blind_absrel = (mean(n, "direct_depth_abs_rel") for n in ("pretrained", "blind"))
+    iou = {n: mean(n, "probe_lift_iou") for n in ("pretrained", "blind", "random")}
+    figures["targets"] = {
+        "absrel_30pct_below_blind": pre_absrel <= 0.7 * blind_absrel,
+        "frozen_iou_10pts_above_random": iou["pretrained"] >= iou["random"] + 0.10,
+        "frozen_iou_10pts_above_blind": iou["pretrained"] >= iou["blind"] + 0.10,
+    }
+    figures["summary"] = {
+        "pretrained_over_blind_absrel": pre_absrel / blind_absrel,
+        "frozen_iou": iou,
+    }
+    figures["wall_s"] = walls
+    _run(
+        ["-m", "mim4d_jax.compare", "--out", str(out / "report.md"), "--runs",
+         *[f"{n}={out / (n + f'_s{args.seeds[0]}')}" for n in ("pretrained", "blind", "random")]],
+        out / "compare.log",
+    )  # fmt: skip
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
