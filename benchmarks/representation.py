@@ -98,7 +98,7 @@ def main() -> int:
             )  # fmt: skip
             _run(
                 ["-m", "mim4d_jax.evaluate", "--config", "configs/mim4d_tiny.py",
-                 "--workdir", str(workdir), data, "--depth_gt", str(synthetic), *extra],
+                 "--workdir", str(workdir), data, "--depth_gt", str(synthetic)],
                 out / f"{name}_s{seed}_eval.log",
             )  # fmt: skip
             evaluation = _latest_eval(workdir)

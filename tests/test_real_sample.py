@@ -142,3 +142,30 @@ def test_car_centres_project_into_a_camera_in_front_of_it(real_clip):
             if depth > 0 and 0 <= u_d / depth < 1600 and 0 <= v_d / depth < 900:
                 seen_by.append(cam)
         assert seen_by, (k, boxes["center_b3"][k])
+
+
+def test_boxes_project_onto_mmdetection3d_camera_centres(real_clip):
+    """Every camera annotation of the pickle (its box centre projected into one camera with
+    that camera's own ego pose, `center_2d` and `depth`) is where a converted box of the same
+    class projects through the record's lidar2img."""
+    _, clip, info = real_clip
+    boxes = clip["boxes"]
+    img_nt44 = lidar2img(
+        clip["intrinsics"],
+        cam2vol(clip["cam2ego"], clip["ego2global"], clip["lidar2ego"], CAMERAS.index("CAM_FRONT")),
+    )
+    hom_b4 = np.concatenate([boxes["center_b3"], np.ones((len(boxes["category"]), 1))], axis=1)
+    names = [nusc_name for _, nusc_name in DETECTION_CATEGORIES]
+    matched = 0
+    for n, cam in enumerate(CAMERAS):
+        proj_b4 = hom_b4 @ img_nt44[n, 0].T
+        uv_b2 = proj_b4[:, :2] / proj_b4[:, 2:3]
+        for inst in info["cam_instances"][cam]:
+            error_b = np.linalg.norm(uv_b2 - np.asarray(inst["center_2d"]), axis=1)
+            error_b[proj_b4[:, 2] <= 0] = np.inf
+            k = int(np.argmin(error_b))
+            assert error_b[k] < 0.05, (cam, inst["center_2d"], error_b[k])
+            assert abs(proj_b4[k, 2] - inst["depth"]) < 1e-3
+            assert boxes["category"][k] == names[inst["bbox_label_3d"]]
+            matched += 1
+    assert matched == 84
