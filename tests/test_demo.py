@@ -1,5 +1,6 @@
 """The demo's steps end to end, shortened: generate -> convert -> evaluate at step 0 -> train
--> evaluate -> export + golden verification -> summary (scripts/demo.sh on a tiny world)."""
+-> evaluate -> export + golden verification -> probes -> summary (scripts/demo.sh on a tiny
+world)."""
 
 import json
 import os
@@ -17,7 +18,9 @@ def test_demo_script_runs_every_stage(tmp_path):
         **os.environ,
         "DEMO_OUT": str(tmp_path / "demo"),
         "DEMO_SYNTH_ARGS": "--scenes 2 --samples-per-scene 3 --width 96 --height 54",
-        "DEMO_LEARNING_CHECK": "0",  # 2 steps cannot halve the error; the stages are the point
+        "DEMO_LEARNING_CHECK": "0",  # 2 steps cannot learn; the stages are the point
+        "DEMO_PROBE_ARGS": "--config.total_steps=2 --config.optim.warmup_steps=1 "
+        "--config.checkpoint_every=2 --config.data.num_rays=16",
     }
     env.pop("XLA_FLAGS", None)  # the demo runs on the plain CPU device, as a user's would
     result = subprocess.run(
@@ -53,4 +56,8 @@ def test_demo_script_runs_every_stage(tmp_path):
     assert list((out / "workdir" / "eval").glob("step_2_clip*.png"))
     assert (out / "workdir" / "metrics.jsonl").read_text().count("\n") == 2
     assert (out / "mim4d_tiny.pth").stat().st_size > 0 and (out / "golden.npz").exists()
-    assert "learning check: final/initial direct.depth_abs_rel" in result.stdout
+    for init in ("pretrained", "random"):
+        probe = json.loads((out / f"probe_{init}" / "probe" / "result.json").read_text())
+        assert probe["step"] == 2 and 0.0 <= probe["iou"] <= 1.0, probe
+        assert (out / f"probe_{init}" / "probe" / "panel_0.png").exists()
+    assert "learning check: pre-trained - random-init probe IoU" in result.stdout
