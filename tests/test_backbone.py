@@ -18,7 +18,7 @@ CONVNEXT_S_PARAMS = 49_456_032
 
 
 def _count_from_definition(depths: tuple[int, ...], dims: tuple[int, ...]) -> int:
-    """Parameter count straight from the layer list in spec 1.1."""
+    """Parameter count straight from the reference ConvNeXt v1 layer list (MaskConvNeXt)."""
     n = 3 * dims[0] * 4 * 4 + dims[0] + 2 * dims[0]  # stem conv + LN
     for i in range(1, 4):  # LN + conv 2x2
         n += 2 * dims[i - 1] + dims[i - 1] * dims[i] * 4 + dims[i]

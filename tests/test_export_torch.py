@@ -1,4 +1,4 @@
-"""export_torch: reference key names and shapes (spec section 5), the report, and the CLI on
+"""export_torch: reference key names and shapes (docs/exporting.md), the report, and the CLI on
 an Orbax checkpoint in the documented layout."""
 
 import pathlib
@@ -22,7 +22,8 @@ STEP = 7
 
 
 def spec_section5_s() -> dict[str, tuple[int, ...]]:
-    """Spec section 5, written out by hand for vs0.1 / ConvNeXt-S (not derived from our code).
+    """The reference key layout, written out by hand for vs0.1 / ConvNeXt-S (not derived from
+    our code).
     Left out: the reference's unused duplicate pts_bbox_head.render_conv.* and ema_* buffers."""
     c, depths = (96, 192, 384, 768), (3, 3, 27, 3)
     k: dict[str, tuple[int, ...]] = {}

@@ -63,7 +63,7 @@ def _inputs(seed: int, batch: int = 2):
 
 
 def _vs01_expected_params() -> dict[str, tuple[int, ...]]:
-    """Spec section 5 `history_decoder.*` keys and torch shapes, in Flax names and layouts
+    """Reference `history_decoder.*` keys and torch shapes, in Flax names and layouts
     (Linear (out, in) -> kernel (in, out); Conv OIHW -> HWIO; LN weight -> scale)."""
     want = {
         "frame_embeds": (3, 128),

@@ -1,4 +1,5 @@
-"""Orbax training checkpoint -> PyTorch state dict with the reference key names (spec section 5).
+"""Orbax training checkpoint -> PyTorch state dict with the reference key names (table "Key
+layout" in docs/exporting.md).
 
   python -m mim4d_jax.export_torch --workdir DIR [--step N] --out FILE \
       [--format pth|safetensors] [--golden GOLDEN.npz]

@@ -6,7 +6,7 @@ Attribute tree (1:1 with the exported `img_backbone.*` PyTorch keys):
   stages[s][b].{dwconv, norm, pwconv1, pwconv2, gamma}
   norm0..norm3 (output LNs)
 
-SparK semantics (spec 1.1): with a stride-32 keep mask, the input is multiplied by the
+SparK semantics (`MaskConvNeXt`): with a stride-32 keep mask, the input is multiplied by the
 upsampled mask and features at masked positions are zeroed after every conv, after every LN
 and on each block's residual branch. Because every operator that mixes positions (the convs)
 only ever sees zeros at masked positions, visible outputs depend only on visible pixels, and

@@ -1,7 +1,7 @@
 """Single-level deformable attention over BEV value frames (BEVFormer/HoP TemporalCrossAttention).
 
 Semantics follow mmcv `MultiScaleDeformableAttention` with one level, as MIM4D's
-`TemporalCrossAttention` uses it (docs: spec section 1.4):
+`TemporalCrossAttention` uses it in its history decoder:
 - The query (plus its positional encoding) alone predicts, per head and per value frame ("BEV
   queue" entry), `num_points` sampling offsets and attention logits. The value frames are not
   concatenated into the query (the reference's `num_bev_query` is 1), which is why

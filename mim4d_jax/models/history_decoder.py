@@ -1,15 +1,15 @@
 """HoP-style history decoder: predicts the dropped frame's volume from the other T-1 frames.
 
-MIM4D's `BiTemporalPredictor_longshort` (spec section 1.4). For a key frame, every other frame is
+MIM4D's `BiTemporalPredictor_longshort`. For a key frame, every other frame is
 warped into the key frame (`warp.py`), viewed as BEV (B, Y, X, C*Z) with channel `c*Z + z`, and
 - `proj` (1x1 conv, no bias + LayerNorm over channels) maps C*Z -> E, plus `frame_embeds[i]` by
-  list position (reference quirk 8, kept so exported weights mean the same thing);
+  list position (docs/deviations.md, quirk 8; kept so exported weights mean the same thing);
 - the long branch projects all T-1 frames to E/reduction and decodes learnt per-cell queries
   (`queries_long`) with `num_layers` BEVFormer layers whose "self-attention" is deformable
   attention over the T-1 value frames;
 - the short branch decodes `queries_short` against the first other frame only, at width E;
 - `output_proj` (3x3 conv, no bias + LayerNorm) maps concat(short, long) back to C*Z.
-Attribute names mirror the exported `history_decoder.*` keys of spec section 5 (nnx.List gives
+Attribute names mirror the exported `history_decoder.*` keys (docs/exporting.md; nnx.List gives
 the integer path components `proj.0`, `layers.1`, ...). Everything runs in float32.
 """
 

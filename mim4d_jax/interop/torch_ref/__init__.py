@@ -1,3 +1,4 @@
-"""PyTorch consumers of an export, written from the spec: ConvNeXt (official key names), mmdet
-FPN, the 1x1 heads and render_conv (`model.PerceptionRef`), the reference key table
-(`reference_keys`), safe checkpoint I/O (`io`) and the golden-file check (`verify`)."""
+"""PyTorch consumers of an export, written (not copied) from the reference's layout: ConvNeXt
+(official key names), mmdet FPN, the 1x1 heads and render_conv (`model.PerceptionRef`), the
+reference key table (`reference_keys`), safe checkpoint I/O (`io`) and the golden-file check
+(`verify`)."""

@@ -1,8 +1,8 @@
 """ConvNeXt v1 in PyTorch with the official key names (`img_backbone.*` of the reference).
 
-Written from the spec (section 1.1), not copied: this is the consumer an exported checkpoint
-must load into with `strict=True`. No masking: verification runs with the mask off, where the
-SparK backbone is exactly a dense ConvNeXt.
+Written from the reference's `MaskConvNeXt` layout, not copied: this is the consumer an
+exported checkpoint must load into with `strict=True`. No masking: verification runs with the
+mask off, where the SparK backbone is exactly a dense ConvNeXt.
 
 Keys: downsample_layers.{0}.{0: Conv 4x4/4, 1: LN}, downsample_layers.{1..3}.{0: LN, 1: Conv
 2x2/2}, stages.{s}.{b}.{dwconv, norm, pwconv1, pwconv2, gamma}, norm0..norm3 (output LNs).

@@ -1,4 +1,4 @@
-"""mmdet-style FPN in PyTorch (`img_neck.*` of the reference), written from spec section 1.2.
+"""mmdet-style FPN in PyTorch (`img_neck.*` of the reference), written from the config below.
 
 The reference config: FPN(in_channels=C, out_channels, start_level=1, num_outs=4,
 add_extra_convs='on_output', relu_before_extra_convs=True). mmdet wraps every conv in a

@@ -43,7 +43,8 @@ class PerceptionRef(nn.Module):
         self.img_neck = FPN(dims, fpn_channels, start_level=start_level, num_outs=num_outs)
         self.input_proj = nn.Conv2d(fpn_channels, fpn_channels, 1)
         self.depth_net = nn.Conv2d(fpn_channels, depth_bins, 1)
-        # Conv3d 3x3x3 + BatchNorm3d + ReLU (spec 1.3), keys render_conv.0.* / render_conv.1.*.
+        # Conv3d 3x3x3 + BatchNorm3d + ReLU (the reference's `UVTRSSL.render_conv`),
+        # keys render_conv.0.* / render_conv.1.*.
         self.render_conv = nn.Sequential(
             nn.Conv3d(fpn_channels, render_channels, 3, padding=1),
             nn.BatchNorm3d(render_channels),

@@ -1,9 +1,10 @@
 """Every key and shape of a full reference pre-training state dict, for a given config.
 
 The transferable part comes from the PyTorch modules (`PerceptionRef.state_dict()`); the
-pre-training-only part (history decoder, SDF field) is written out from spec section 5 with
-the sizes taken from the config. The export compares its output against this set, so any
-missing, extra or mis-shaped tensor shows up in its report.
+pre-training-only part (history decoder, SDF field) is written out by hand from the reference's
+key layout (table "Key layout" in docs/exporting.md) with the sizes taken from the config. The
+export compares its output against this set, so any missing, extra or mis-shaped tensor shows up
+in its report.
 
 Not included: the reference's unused duplicate `pts_bbox_head.render_conv.*` (random, never
 run; mim4d_jax has no such module) and `ema_*` buffers.
