@@ -518,7 +518,10 @@ def restore_params(
         ) or "no older intact step exists"
         raise
     build = build or build_model
-    abs_model = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
+    # No mesh in scope: called from inside a training run (the probe's init), eval_shape would
+    # otherwise turn the logical axis names into shardings of that mesh and fail.
+    with jax.set_mesh(None):
+        abs_model = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
     _, abs_params, abs_bstats = nnx.split(abs_model, nnx.Param, nnx.BatchStat)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
