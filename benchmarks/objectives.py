@@ -1,7 +1,7 @@
 r"""Pre-training objectives compared at the same wall-clock budget, scored downstream.
 
   python -m benchmarks.objectives --out /tmp/objectives [--data CLIPS_DIR] [--budget 150] \
-      [--seeds 0,1] [--runs mim4d,croco,...] [--probe_steps 60] [--freeze backbone]
+      [--seeds 0,1] [--runs mim4d,croco,...] [--probe_steps 150] [--freeze backbone]
   python -m benchmarks.objectives --out /tmp/objectives --table   # the markdown table only
 
 For every run (a set of objective weights) and seed:
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=150.0, help="training seconds per run")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--runs", default=",".join(DEFAULT_RUNS))
-    parser.add_argument("--probe_steps", type=int, default=60)
+    parser.add_argument("--probe_steps", type=int, default=150)
     parser.add_argument("--freeze", default="backbone", choices=("backbone", "lift", "none"))
     parser.add_argument("--no_probe", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the table and exit")
@@ -293,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             if with_probe:
                 init = record.get("workdir", run)
                 name = f"{_slug(run)}_seed{seed}"
-                record.update(probe(init, name, data, out, args.probe_steps, args.freeze, seed))
+                try:
+                    record.update(probe(init, name, data, out, args.probe_steps, args.freeze, seed))
+                except RuntimeError as error:  # recorded; the other runs still get scored
+                    record["probe_error"] = str(error)
             record["freeze"] = args.freeze if with_probe else None
             with open(out / "results.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
