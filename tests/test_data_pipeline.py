@@ -14,6 +14,7 @@ from mim4d_jax.data.example import make_example
 from mim4d_jax.data.pipeline import EpochOrder, make_input_pipeline
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
 from mim4d_jax.data.tfrecord import CorruptRecordError
+from mim4d_jax.training import dry_run
 from tests import data_fixtures
 
 NUM_CLIPS = 20  # 2 batches of 8 per epoch, 4 clips dropped
@@ -237,3 +238,17 @@ def test_corrupt_record_surfaces_from_next_and_does_not_hang(tmp_path):
             with pytest.raises(CorruptRecordError, match=f"record 3 of shard {shard}"):
                 next(pipe)
         assert pipe.get_state()["next_batch"] == 0
+
+
+def test_dry_run_lowers_the_program_that_training_runs(dataset_root):
+    """`--dry_run` compiles on the abstract batch; training feeds pipeline batches. Both must
+    give the same jitted program (same HLO), or the dry run's memory/FLOPs would describe
+    something else."""
+    config = _config(dataset_root)
+    mesh = _mesh(8)
+    with make_input_pipeline(config, mesh) as pipe:
+        batch = next(pipe)
+    devices = jax.devices()[:8]
+    from_pipeline, _, _ = dry_run.lower_step(config, devices, batch=batch)
+    from_spec, _, _ = dry_run.lower_step(config, devices)
+    assert from_pipeline.as_text() == from_spec.as_text()

@@ -138,11 +138,6 @@ class ClipReader:
     def __len__(self) -> int:
         return self._starts[-1]
 
-    def locate(self, index: int) -> tuple[str, int]:
-        """(shard path, record index within the shard) of clip `index`."""
-        shard = bisect.bisect_right(self._starts, index) - 1
-        return self.paths[shard], index - self._starts[shard]
-
     def read_clip(self, index: int) -> tuple[dict, str]:
         """The parsed clip and a 'record i of shard f' description for error messages."""
         if not 0 <= index < len(self):

@@ -21,6 +21,24 @@ from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import step as step_lib
 
 
+def lower_step(
+    config: ml_collections.ConfigDict,
+    devices: Sequence[jax.Device] | None = None,
+    model_factory: step_lib.ModelFactory | None = None,
+    loss_fn: step_lib.LossFn | None = None,
+    batch: dict | None = None,
+) -> tuple[Any, step_lib.TrainFns, jax.sharding.Mesh]:
+    """(lowered step, train fns, mesh): the trainer's own jitted step, lowered for the abstract
+    state and `batch` (default: the abstract batch of the batch spec)."""
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
+    with jax.set_mesh(mesh):
+        fns = step_lib.make_train_fns(config, mesh, model_factory, loss_fn)
+        if batch is None:
+            batch = abstract_batch(config, batch_sharding(mesh))
+        lowered = fns.train_step.lower(fns.abstract_state, batch)
+    return lowered, fns, mesh
+
+
 def compile_step(
     config: ml_collections.ConfigDict,
     devices: Sequence[jax.Device] | None = None,
@@ -28,12 +46,10 @@ def compile_step(
     loss_fn: step_lib.LossFn | None = None,
 ) -> tuple[Any, step_lib.TrainFns, jax.sharding.Mesh, float]:
     """(compiled step, train fns, mesh, compile seconds) for `config` on abstract inputs."""
-    mesh = mesh_lib.make_mesh(config.mesh, devices)
+    lowered, fns, mesh = lower_step(config, devices, model_factory, loss_fn)
+    start = time.perf_counter()
     with jax.set_mesh(mesh):
-        fns = step_lib.make_train_fns(config, mesh, model_factory, loss_fn)
-        batch = abstract_batch(config, batch_sharding(mesh))
-        start = time.perf_counter()
-        compiled = fns.train_step.lower(fns.abstract_state, batch).compile()
+        compiled = lowered.compile()
     return compiled, fns, mesh, time.perf_counter() - start
 
 
