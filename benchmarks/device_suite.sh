@@ -51,6 +51,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# Progress lines as they happen, also when the output is piped into a log.
+export PYTHONUNBUFFERED=1
 if [ "$smoke" = 1 ]; then
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
 else
