@@ -49,6 +49,8 @@ def smoke_run(tmp_path_factory):
     # TensorFlow import would be logged here although nothing needs it; the suite on a device
     # runs without that cache.
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # One device, as on the one-GPU host (not conftest's 8 fake CPU devices).
+    env.pop("XLA_FLAGS", None)
     probe = subprocess.run(
         [str(REPO_ROOT / ".venv/bin/python"), "-c", "import tensorflow"],
         env=dict(env, TF_BLOCK_LOG=str(tmp / "probe.log")),
