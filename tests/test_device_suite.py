@@ -94,11 +94,20 @@ def test_smoke_run_has_every_figure_without_tensorflow(smoke_run):
         assert _finite(summary[key]) and summary[key] > 0, key
     assert set(summary["step"]) == {"1", "2"}
     for per_device, row in summary["step"].items():
-        for key in ("compile_s", "step_s", "samples_per_s", "mfu_measured_peak", "renderer_share"):
+        for key in (
+            "lower_s",
+            "compile_s",
+            "step_s",
+            "samples_per_s",
+            "mfu_measured_peak",
+            "renderer_share",
+        ):
             assert _finite(row[key]) and row[key] > 0, (per_device, key)
         # CPUs keep no allocator statistics; the compiler's estimate is always there.
         assert row["peak_bytes_in_use"] is None or row["peak_bytes_in_use"] > 0
         assert row["xla_peak_bytes"] > 0
+        # The analytic count of the step program against XLA's own, loops counted once.
+        assert 0.8 < row["xla_lowered_over_analytic"] < 1.2, row
     assert summary["profile_top_op"]
 
     for name in device_suite.SECTIONS:
@@ -167,6 +176,7 @@ def test_summary_arithmetic():
             "ok": True,
             "batches": {
                 "1": {
+                    "lower_s": 3.0,
                     "compile_s": 9.0,
                     "step_s": {"median_s": 0.5},
                     "samples_per_s": 2.0,
@@ -174,6 +184,8 @@ def test_summary_arithmetic():
                     "xla_memory": {"peak_bytes": 8},
                     "analytic_flops_per_device": 1.25e11,
                     "xla_flops_per_device": 1e11,
+                    "xla_flops_lowered_per_device": 1.1e11,
+                    "analytic_xla_comparable_per_device": 1e11,
                     "achieved_flops_per_device": 2.5e11,
                 },
                 "2": {"error": "RESOURCE_EXHAUSTED", "oom": True},
@@ -188,6 +200,7 @@ def test_summary_arithmetic():
     assert row["mfu_vendor_peak"] == pytest.approx(0.125)
     assert row["renderer_share"] == pytest.approx(4 * 0.01 / 0.5)
     assert row["xla_flops_per_device"] == 1e11 and row["xla_peak_bytes"] == 8
+    assert row["xla_lowered_over_analytic"] == pytest.approx(1.1)
     assert summary["step"]["2"] == {"oom": True, "error": "RESOURCE_EXHAUSTED"}
     assert summary["profile_top_op"] == "fusion.1"
     assert all(summary["sections_ok"].values())
