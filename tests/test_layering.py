@@ -39,8 +39,9 @@ def _module_name(path: pathlib.Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: pathlib.Path, module: str) -> set[str]:
-    """Project modules imported anywhere in the file (relative imports resolved)."""
+def _imports(path: pathlib.Path, module: str, modules: set[str]) -> set[str]:
+    """Project modules imported anywhere in the file (relative imports resolved). `from pkg
+    import sub` counts as an import of `pkg.sub` only, not of the package `pkg`."""
     found = set()
     is_package = path.name == "__init__.py"
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -53,8 +54,9 @@ def _imports(path: pathlib.Path, module: str) -> set[str]:
                 anchor = anchor if is_package else anchor[:-1]
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in modules else base)
     return {name for name in found if name.split(".")[0] in ("mim4d_jax", "data_prep")}
 
 
@@ -69,7 +71,7 @@ def _graph() -> dict[str, set[str]]:
         # out the root packages, whose __init__ imports nothing (`from mim4d_jax import x`).
         graph[name] = {
             imp
-            for imp in _imports(path, name)
+            for imp in _imports(path, name, set(modules))
             if imp in modules and imp != name and imp not in ("mim4d_jax", "data_prep")
         }
     return graph

@@ -22,7 +22,7 @@ from train_fixtures import REPO_ROOT, TINY_TEST, subprocess_env, tiny_config
 from mim4d_jax.interop import export_torch, import_torch
 from mim4d_jax.interop.torch_ref.io import read_state_dict, write_state_dict
 from mim4d_jax.models.mim4d import build_model
-from mim4d_jax.training import checkpoint, config_checks
+from mim4d_jax.training import checkpoint
 from mim4d_jax.user_errors import BadInputError, CheckpointDamagedError, ConfigError, OutputError
 
 
@@ -55,9 +55,9 @@ def test_evaluation_refuses_a_model_changing_override_by_name(run_dir) -> None:
         match=r"--config.model.depth_max=96.0: the run was trained "
         r"with 48.0, and evaluation cannot change it",
     ):
-        config_checks.workdir_config(run_dir, file_config, {"model.depth_max": 96.0})
+        checkpoint.workdir_config(run_dir, file_config, {"model.depth_max": 96.0})
     # The same value as the run, and evaluation-side keys, are fine; the model is config.json's.
-    config = config_checks.workdir_config(
+    config = checkpoint.workdir_config(
         run_dir, tiny_config(), {"model.depth_max": 48.0, "data.dir": "/elsewhere"}
     )
     assert config.data.dir == "/elsewhere" and config.model.depth_max == 48.0
@@ -69,7 +69,7 @@ def test_evaluation_refuses_a_config_file_of_another_model(run_dir) -> None:
         match=r"model.backbone: the --config file has 'nano', the "
         r"run was trained with 'tiny'",
     ):
-        config_checks.workdir_config(run_dir, tiny_config("model.backbone=nano"), {})
+        checkpoint.workdir_config(run_dir, tiny_config("model.backbone=nano"), {})
 
 
 @pytest.mark.slow

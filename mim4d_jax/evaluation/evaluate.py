@@ -64,7 +64,7 @@ def resolve_config(workdir: str, file_config=None, overrides: dict | None = None
     ConfigError naming it. `overrides=None` takes the evaluation-side values of
     `file_config` (library callers pass one config). A workdir with neither config.json nor
     checkpoints (a step-0 evaluation before training) uses `file_config` as it is."""
-    return config_checks.workdir_config(workdir, file_config, overrides, what="evaluation")
+    return checkpoint.workdir_config(workdir, file_config, overrides, what="evaluation")
 
 
 def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int]:

@@ -41,6 +41,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
+from mim4d_jax.training import config_checks
 from mim4d_jax.user_errors import CheckpointDamagedError, ConfigError, UserError
 
 ARRAY_ITEMS = ("params", "batch_stats", "opt_state", "ema_params")
@@ -552,7 +553,6 @@ def check_meta_config(
     """The config a step was saved with against `config`: ConfigError naming every
     model-defining key that differs (config_checks.MODEL_KEYS); run-side differences (a resume
     with more steps, another data.dir) are expected and only logged."""
-    from mim4d_jax.training import config_checks
 
     if meta.get("config_hash") == config_hash(config):
         return
@@ -583,3 +583,36 @@ def check_meta_config(
         step,
         ", ".join(k for k, _, _ in diffs),
     )
+
+
+def workdir_config(
+    workdir: Any,
+    file_config: ml_collections.ConfigDict | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    what: str = "evaluation",
+) -> ml_collections.ConfigDict:
+    """The config to evaluate or export a workdir with: its config.json, with only
+    evaluation-side overrides (config_checks.EVAL_SIDE_KEYS) applied; a model-defining key
+    that differs is a ConfigError naming it (config_checks.resolve_run_config).
+    `overrides=None` takes the evaluation-side values of `file_config` (library callers pass
+    one config). A workdir with neither
+    config.json nor checkpoints (a step-0 evaluation before training) uses `file_config`."""
+    path = workdir_path(workdir)
+    if (path / "config.json").exists():
+        if overrides is None and file_config is not None:
+            flat = config_checks.flatten(file_config)
+            overrides = {k: flat[k] for k in config_checks.EVAL_SIDE_KEYS if k in flat}
+        config = config_checks.resolve_run_config(
+            read_config(path), file_config=file_config, overrides=overrides, what=what
+        )
+    elif file_config is not None and not (path / "checkpoints").exists():
+        config = file_config
+    else:
+        raise ConfigError(
+            f"{path / 'config.json'} does not exist"
+            + (" (the workdir has checkpoints)" if (path / "checkpoints").exists() else ""),
+            hint=f"pass the training run's --workdir; {what} reads the model from its config.json",
+        )
+    config_checks.check_config(config)
+    return config

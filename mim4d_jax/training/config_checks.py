@@ -367,37 +367,3 @@ def parse_override_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
-
-
-def workdir_config(
-    workdir: Any,
-    file_config: ml_collections.ConfigDict | None = None,
-    overrides: dict[str, Any] | None = None,
-    *,
-    what: str = "evaluation",
-) -> ml_collections.ConfigDict:
-    """The config to evaluate or export a workdir with: its config.json, with only
-    evaluation-side overrides (EVAL_SIDE_KEYS) applied; a model-defining key that differs is a
-    ConfigError naming it (resolve_run_config). `overrides=None` takes the evaluation-side
-    values of `file_config` (library callers pass one config). A workdir with neither
-    config.json nor checkpoints (a step-0 evaluation before training) uses `file_config`."""
-    from mim4d_jax.training import checkpoint  # checkpoint imports this module
-
-    path = checkpoint.workdir_path(workdir)
-    if (path / "config.json").exists():
-        if overrides is None and file_config is not None:
-            flat = flatten(file_config)
-            overrides = {k: flat[k] for k in EVAL_SIDE_KEYS if k in flat}
-        config = resolve_run_config(
-            checkpoint.read_config(path), file_config=file_config, overrides=overrides, what=what
-        )
-    elif file_config is not None and not (path / "checkpoints").exists():
-        config = file_config
-    else:
-        raise ConfigError(
-            f"{path / 'config.json'} does not exist"
-            + (" (the workdir has checkpoints)" if (path / "checkpoints").exists() else ""),
-            hint=f"pass the training run's --workdir; {what} reads the model from its config.json",
-        )
-    check_config(config)
-    return config
