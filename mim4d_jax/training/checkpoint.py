@@ -41,6 +41,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
+from mim4d_jax import atomic_files
 from mim4d_jax.training import config_checks
 from mim4d_jax.user_errors import CheckpointDamagedError, ConfigError, UserError
 
@@ -84,9 +85,7 @@ def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
     if jax.process_index() == 0:
         path = workdir_path(workdir)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "config.json.tmp"
-        tmp.write_text(config.to_json(indent=2, sort_keys=True))
-        tmp.replace(path / "config.json")  # a reader never sees half a file
+        atomic_files.write_text(path / "config.json", config.to_json(indent=2, sort_keys=True))
 
 
 def _tuples(value: Any) -> Any:
@@ -148,9 +147,7 @@ def write_manifest(step_dir: epath.Path) -> None:
         size, sha = _digest(path)
         files[os.fspath(path)[len(os.fspath(step_dir)) + 1 :]] = {"bytes": size, "sha256": sha}
     body = {"format": 1, "files": files}
-    tmp = step_dir / f"{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
-    tmp.replace(step_dir / MANIFEST_NAME)
+    atomic_files.write_text(step_dir / MANIFEST_NAME, json.dumps(body, indent=1, sort_keys=True))
 
 
 def verify_step(step_dir: epath.Path) -> str | None:

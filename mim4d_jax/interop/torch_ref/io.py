@@ -5,7 +5,6 @@ A `.pth` is a pickle, and unpickling can run arbitrary code: it is only ever ope
 """
 
 import json
-import os
 import pathlib
 import pickle
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from mim4d_jax.atomic_files import atomic_path
 from mim4d_jax.user_errors import BadInputError, OutputError
 
 # Wrappers a state dict is commonly found under (mmcv: state_dict; official ConvNeXt: model).
@@ -107,19 +107,16 @@ def write_state_dict(
     if fmt not in ("pth", "safetensors"):
         raise ValueError(f"unknown checkpoint format {fmt!r} (pth or safetensors)")
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "safetensors":
-            safetensors.torch.save_file(
-                dict(tensors), str(tmp), metadata={"meta": json.dumps(meta)}
-            )
-        else:
-            torch.save({"state_dict": dict(tensors), "meta": dict(meta)}, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            if fmt == "safetensors":
+                safetensors.torch.save_file(
+                    dict(tensors), str(tmp), metadata={"meta": json.dumps(meta)}
+                )
+            else:
+                torch.save({"state_dict": dict(tensors), "meta": dict(meta)}, str(tmp))
     except (OSError, RuntimeError) as e:  # torch's error for a read-only folder has no path
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)
         raise OutputError(
             f"cannot write {path} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})"
         ) from e
