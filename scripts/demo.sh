@@ -8,7 +8,8 @@
 # Extra arguments go to the trainer (e.g. --config.total_steps=100); $DEMO_SYNTH_ARGS to the
 # generator (e.g. "--scenes 2 --samples-per-scene 3"); DEMO_LEARNING_CHECK=0 reports the
 # learning check without failing on it (the shortened end-to-end test); $DEMO_PROBE_ARGS go
-# to both probes (e.g. --config.total_steps=20).
+# to both probes (e.g. --config.total_steps=20); DEMO_PROBE_GATE=1 makes the probe check
+# (pre-trained probe IoU above random init's) the exit status instead of the pretext check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -61,4 +62,4 @@ done
 stage "done in $(( $(date +%s) - start )) s"
 $PY scripts/demo_summary.py --workdir "$WORKDIR" --out "$OUT" \
   --probe "$OUT/probe_pretrained/probe/result.json" --random-probe "$OUT/probe_random/probe/result.json" \
-  --learning-check "${DEMO_LEARNING_CHECK:-1}"
+  --learning-check "${DEMO_LEARNING_CHECK:-1}" --probe-gate "${DEMO_PROBE_GATE:-0}"
