@@ -43,7 +43,9 @@ stage "4/7 pre-training $CONFIG"
 $PY -m mim4d_jax.train --config "$CONFIG" --workdir "$WORKDIR" "$DATA" "$@"
 
 stage "5/7 evaluating the trained model"
-$PY -m mim4d_jax.evaluate --config "$CONFIG" --workdir "$WORKDIR" "$DATA" \
+# No --config: the model and data are the workdir's config.json (the trainer's overrides
+# included); a --config file would have to match it.
+$PY -m mim4d_jax.evaluate --workdir "$WORKDIR" \
   --depth_gt "$OUT/synthetic" >/dev/null
 
 stage "6/7 exporting to PyTorch and verifying the export"

@@ -28,6 +28,7 @@ def test_demo_script_runs_every_stage(tmp_path):
             "bash",
             "scripts/demo.sh",
             "--config.total_steps=2",
+            "--config.optim.warmup_steps=1",
             "--config.batch_size=2",
             "--config.checkpoint_every=2",
             "--config.log_every=1",
