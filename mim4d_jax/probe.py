@@ -32,7 +32,7 @@ from mim4d_jax.evaluation.bev_panels import write_bev_panel
 from mim4d_jax.evaluation.bev_probe import BEVIoU, frozen_prefixes, make_probe_loss
 from mim4d_jax.models.bev_head import build_probe
 from mim4d_jax.training import checkpoint
-from mim4d_jax.training.checkpoint import str_keys
+from mim4d_jax.training.overlay import overlay
 
 _INIT = flags.DEFINE_string("init", None, "pre-training workdir, or 'random'")
 _FREEZE = flags.DEFINE_enum("freeze", "lift", ["backbone", "lift", "none"], "what stays frozen")
@@ -76,40 +76,15 @@ def pretrained_init(config: ml_collections.ConfigDict) -> train_lib.InitFn:
     def init(params: dict, batch_stats: dict, shardings: dict) -> tuple[dict, dict]:
         _, pre_params, pre_bstats, pre_step = checkpoint.restore_params(config.probe.init, step)
         logging.info("probe: initialised from %s step %d", config.probe.init, pre_step)
+        # The probe's own head is new; everything else is the representation under test.
+        head_only = ("bev_head",)
+        source = f"the pre-training checkpoint {config.probe.init} step {pre_step}"
         return (
-            _overlay(params, str_keys(pre_params), shardings["params"], skip=("bev_head",)),
-            _overlay(batch_stats, str_keys(pre_bstats), shardings["batch_stats"], skip=()),
+            overlay(params, pre_params, shardings["params"], source_name=source, skip=head_only),
+            overlay(batch_stats, pre_bstats, shardings["batch_stats"], source_name=source),
         )
 
     return init
-
-
-def _overlay(tree: dict, pre: dict, shardings: dict, skip: tuple[str, ...]) -> dict:
-    """`tree` with every leaf outside `skip` taken from `pre` (same path and shape)."""
-    problems: list[str] = []
-
-    def take(path: tuple, current: jax.Array, sharding: Any) -> jax.Array:
-        names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        if names[0] in skip:
-            return current
-        node: Any = pre
-        for name in names:
-            if not isinstance(node, dict) or name not in node:
-                problems.append(f"{'.'.join(names)}: missing from the pre-training checkpoint")
-                return current
-            node = node[name]
-        value = np.asarray(node, current.dtype)
-        if value.shape != current.shape:
-            problems.append(f"{'.'.join(names)}: checkpoint {value.shape} vs {current.shape}")
-            return current
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-    merged = jax.tree_util.tree_map_with_path(take, tree, shardings)
-    if problems:
-        raise ValueError(
-            "pre-training checkpoint does not fit the probe:\n  " + "\n  ".join(problems[:20])
-        )
-    return merged
 
 
 def _unmasked_train_pipeline(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):

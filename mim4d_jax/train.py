@@ -54,8 +54,14 @@ PipelineFactory = Callable[[ml_collections.ConfigDict, jax.sharding.Mesh], Any]
 InitFn = Callable[[Any, Any, Any], tuple[Any, Any]]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(user_errors.UserError, RuntimeError):
     """The loss or gradient norm became NaN/Inf; the last good checkpoint is intact."""
+
+    default_hint = (
+        "rerun the same command to resume from the last good checkpoint, with a lower "
+        "--config.optim.lr or --config.optim.grad_clip; a run that diverges at the same step "
+        "again points at its input batch (docs/reliability.md)"
+    )
 
 
 class _Preemption:

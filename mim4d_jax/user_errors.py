@@ -41,6 +41,18 @@ class BadInputError(UserError, ValueError):
     default_hint = "regenerate or re-download the named file; the rest of it was not used"
 
 
+class MissingInputError(UserError, FileNotFoundError):
+    """A named input (dataset directory, shard, table, weights file) does not exist."""
+
+    default_hint = "check the path; a dataset directory is data_prep.convert_nuscenes's --out"
+
+
+class DatasetError(BadInputError):
+    """A converted dataset that cannot feed this run (damaged, empty, too old, other cameras)."""
+
+    default_hint = "re-convert the dataset with data_prep.convert_nuscenes (docs/converting.md)"
+
+
 class ConfigError(UserError, ValueError):
     """A config value outside its allowed range, or an override that is not allowed here."""
 

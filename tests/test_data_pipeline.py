@@ -15,6 +15,13 @@ from mim4d_jax.data.pipeline import EpochOrder, make_input_pipeline
 from mim4d_jax.data.reader import ClipReader, open_dataset_dir
 from mim4d_jax.data.tfrecord import CorruptRecordError
 from mim4d_jax.training import dry_run
+from mim4d_jax.user_errors import (
+    EXIT_USER_ERROR,
+    ConfigError,
+    DatasetError,
+    MissingInputError,
+    run_cli,
+)
 from tests import data_fixtures
 
 NUM_CLIPS = 20  # 2 batches of 8 per epoch, 4 clips dropped
@@ -185,10 +192,10 @@ def test_dataset_dir_resolves_from_out_dir_name_dir_or_version_dir(dataset_root)
         assert pathlib.Path(str(open_dataset_dir(str(path)).data_dir)) == version_dir
 
 
-def test_dataset_config_mismatches_fail_before_training(tmp_path):
+def test_dataset_config_mismatches_fail_before_training(tmp_path, capsys):
     few_frames = tmp_path / "t2"
     data_fixtures.synthetic_dataset(few_frames, num_clips=2, frames=2)
-    with pytest.raises(ValueError, match="frames=2 per clip, fewer than data.frames=3"):
+    with pytest.raises(ConfigError, match="frames=2 per clip, fewer than data.frames=3"):
         ClipReader(_config(few_frames), "train")
     cams = tmp_path / "cams"
     clips = [data_fixtures.make_clip(0, 3, (320, 180), 0)]
@@ -200,18 +207,26 @@ def test_dataset_config_mismatches_fail_before_training(tmp_path):
         num_shards=1,
         cameras=data_fixtures.schema.CAMERAS[:5],
     )
-    with pytest.raises(ValueError, match="cameras"):
+    with pytest.raises(ConfigError, match="cameras"):
         ClipReader(_config(cams), "train")
-    with pytest.raises(ValueError, match="split 'val' not in dataset"):
+    with pytest.raises(ConfigError, match="split 'val' not in dataset"):
         ClipReader(_config(few_frames, frames=2), "val")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(MissingInputError, match="does not exist"):
         open_dataset_dir(str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+    with pytest.raises(MissingInputError, match="dataset_info.json"):
         open_dataset_dir(str(tmp_path))
     empty = tmp_path / "empty"
     data_fixtures.write_dataset(empty, [], frames=3, stored_wh=(320, 180), num_shards=1)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DatasetError, match="empty"):
         ClipReader(_config(empty), "train")
+    # Every one of them is a user error: the command line prints it as one line, exit 2.
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: open_dataset_dir(str(tmp_path / "nowhere")))
+    assert exit_info.value.code == EXIT_USER_ERROR
+    printed = capsys.readouterr().err.splitlines()
+    at = next(i for i, line in enumerate(printed) if line.startswith("ERROR: "))
+    assert printed[at].startswith("ERROR: dataset directory") and "nowhere" in printed[at]
+    assert printed[at + 1].startswith("hint: ") and "Traceback" not in "\n".join(printed)
 
 
 def test_other_stored_image_sizes_are_resized_and_more_frames_truncated(tmp_path):

@@ -29,6 +29,8 @@ from mim4d_jax.training import mesh as mesh_lib
 from mim4d_jax.training import optimizer as optim_lib
 from mim4d_jax.training import step as step_lib
 from mim4d_jax.training.logger import MetricsLogger
+from mim4d_jax.training.overlay import overlay
+from mim4d_jax.user_errors import UserError
 
 
 def _leaves_close(a, b, **tol) -> None:
@@ -201,8 +203,10 @@ def test_restore_onto_four_devices(straight, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
-    with pytest.raises(train_lib.NonFiniteLossError, match=r"at step 3.*step 2"):
+    with pytest.raises(train_lib.NonFiniteLossError, match=r"at step 3.*step 2") as error:
         train_lib.train(tiny_config(), tmp_path, pipeline_factory=batches_factory(nan_at=2))
+    # A user error (one line and a hint on the command line), not a traceback.
+    assert isinstance(error.value, UserError) and "resume" in error.value.hint
     assert checkpoint.make_manager(tmp_path, read_only=True).all_steps() == [2]
     _, params, _, step = checkpoint.restore_params(tmp_path)
     assert step == 2 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
@@ -233,7 +237,7 @@ def test_ema_update() -> None:
     np.testing.assert_allclose(optim_lib.ema_update(ema, params, 0.9)["w"], 0.1, rtol=1e-6)
 
 
-def test_merge_backbone_replaces_all_and_rejects_misfits() -> None:
+def test_merge_backbone_and_overlay_replace_all_and_reject_misfits() -> None:
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     params = {
         "img_backbone": {"stages": {0: {"w": np.zeros((2, 3), np.float32)}}},
@@ -245,10 +249,20 @@ def test_merge_backbone_replaces_all_and_rejects_misfits() -> None:
     np.testing.assert_array_equal(merged["img_backbone"]["stages"][0]["w"], 1.0)
     assert merged["img_backbone"]["stages"][0]["w"].dtype == np.float32
     assert merged["img_neck"] is params["img_neck"]
-    with pytest.raises(ValueError, match=r"stages\.0\.w: file \(3, 2\) vs model \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"stages\.0\.w: init.backbone \(3, 2\) vs model \(2, 3\)"):
         backbone_init.merge_backbone(params, {"stages": {"0": {"w": np.ones((3, 2))}}}, shardings)
     with pytest.raises(ValueError, match="missing"):
         backbone_init.merge_backbone(params, {"stages": {}}, shardings)
+    extra = {"stages": {"0": {"w": np.ones((2, 3)), "b": np.ones(3)}}}
+    with pytest.raises(ValueError, match=r"img_backbone\.stages\.0\.b: not a parameter"):
+        backbone_init.merge_backbone(params, extra, shardings)
+    # The probe's use: everything but a skipped new head, which keeps its own values.
+    params["head"] = {"w": np.full(2, 7.0, np.float32)}
+    shardings["head"] = {"w": mesh_lib.replicated(mesh)}
+    pre = {"img_backbone": imported, "img_neck": {"w": np.full(2, 3.0)}}
+    merged = overlay(params, pre, shardings, source_name="ckpt", skip=("head",))
+    np.testing.assert_array_equal(merged["img_neck"]["w"], 3.0)
+    np.testing.assert_array_equal(merged["head"]["w"], 7.0)
 
 
 def test_metrics_logger_is_one_step_late_and_writes_images(tmp_path) -> None:

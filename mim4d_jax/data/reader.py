@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from mim4d_jax.data import schema
 from mim4d_jax.data.clip import parse_clip
 from mim4d_jax.data.tfrecord import RecordFile
+from mim4d_jax.user_errors import ConfigError, DatasetError, MissingInputError
 
 
 def open_dataset_dir(data_dir: str) -> tfds.core.DatasetBuilder:
@@ -21,9 +22,9 @@ def open_dataset_dir(data_dir: str) -> tfds.core.DatasetBuilder:
     several versions the newest is used.
     """
     if not data_dir:
-        raise ValueError("data.dir is empty: set it to the converter's --out directory")
+        raise ConfigError("data.dir is empty: set it to the converter's --out directory")
     if not tf.io.gfile.isdir(data_dir):
-        raise FileNotFoundError(f"dataset directory {data_dir!r} (data.dir) does not exist")
+        raise MissingInputError(f"dataset directory {data_dir!r} (data.dir) does not exist")
     candidates = [data_dir.rstrip("/")]
     for base in (f"{data_dir.rstrip('/')}/{schema.DATASET_NAME}", data_dir.rstrip("/")):
         if tf.io.gfile.isdir(base):
@@ -33,7 +34,7 @@ def open_dataset_dir(data_dir: str) -> tfds.core.DatasetBuilder:
     for path in candidates:
         if tf.io.gfile.exists(f"{path}/dataset_info.json"):
             return tfds.builder_from_directory(path)
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no dataset_info.json in {data_dir!r} or {data_dir}/{schema.DATASET_NAME}/<version>/: "
         "is data.dir the output of data_prep.convert_nuscenes?"
     )
@@ -67,7 +68,7 @@ def require_boxes(builder_or_dir: tfds.core.DatasetBuilder | str) -> None:
         else builder_or_dir
     )
     if not dataset_has_boxes(builder):
-        raise ValueError(
+        raise DatasetError(
             f"dataset {builder.data_dir} (version {builder.info.version}) has no 3D boxes: "
             f"re-convert it with data_prep.convert_nuscenes (version >= {schema.DATASET_VERSION})"
         )
@@ -83,22 +84,22 @@ def check_metadata(builder: tfds.core.DatasetBuilder, config) -> dict:
     metadata = dict(builder.info.metadata or {})
     missing = [k for k in schema.METADATA_KEYS if k not in metadata]
     if missing:
-        raise ValueError(f"{where}: metadata lacks {missing} (expected {schema.METADATA_KEYS})")
+        raise DatasetError(f"{where}: metadata lacks {missing} (expected {schema.METADATA_KEYS})")
     frames = int(metadata["frames"])
     if frames < config.data.frames:
-        raise ValueError(
+        raise ConfigError(
             f"{where} has frames={frames} per clip, fewer than data.frames={config.data.frames}"
         )
     stored = tuple(metadata["cameras"])
     if set(stored) != set(config.data.cameras) or len(stored) != len(config.data.cameras):
-        raise ValueError(
+        raise ConfigError(
             f"{where} has cameras {stored}, data.cameras is {tuple(config.data.cameras)}"
         )
     if stored != schema.CAMERAS:
-        raise ValueError(f"{where}: metadata cameras {stored} differ from schema.CAMERAS order")
+        raise DatasetError(f"{where}: metadata cameras {stored} differ from schema.CAMERAS order")
     size = metadata["image_size"]
     if len(size) != 2 or min(int(v) for v in size) <= 0:
-        raise ValueError(f"{where}: metadata image_size {size} is not a positive [W, H]")
+        raise DatasetError(f"{where}: metadata image_size {size} is not a positive [W, H]")
     return metadata
 
 
@@ -109,7 +110,7 @@ class ClipReader:
         builder = builder or open_dataset_dir(config.data.dir)
         self.metadata = check_metadata(builder, config)
         if split not in builder.info.splits:
-            raise ValueError(
+            raise ConfigError(
                 f"split {split!r} not in dataset {builder.data_dir} "
                 f"(has {sorted(builder.info.splits.keys())})"
             )
@@ -117,18 +118,21 @@ class ClipReader:
         self.paths = [str(p) for p in split_info.filepaths]
         missing = [p for p in self.paths if not tf.io.gfile.exists(p)]
         if missing:
-            raise FileNotFoundError(f"split {split!r}: shard files missing: {missing}")
+            raise MissingInputError(
+                f"split {split!r} of dataset {builder.data_dir}: shard files missing: {missing}",
+                hint=DatasetError.default_hint,
+            )
         self.files = [RecordFile(p) for p in self.paths]
         for path, file, expected in zip(self.paths, self.files, split_info.shard_lengths):
             if len(file) != expected:
-                raise ValueError(
+                raise DatasetError(
                     f"shard {path} has {len(file)} records, dataset_info says {expected}"
                 )
         self._starts = [0]
         for file in self.files:
             self._starts.append(self._starts[-1] + len(file))
         if len(self) == 0:
-            raise ValueError(f"split {split!r} of dataset {builder.data_dir} is empty")
+            raise DatasetError(f"split {split!r} of dataset {builder.data_dir} is empty")
         # Datasets converted before version 1.1.0 have no boxes: clips then carry boxes=None.
         self.has_boxes = dataset_has_boxes(builder)
         self._stored_frames = int(self.metadata["frames"])

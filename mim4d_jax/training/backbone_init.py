@@ -8,14 +8,12 @@ torch: keys are the `img_backbone` parameter paths joined by "/" (`stages/0/0/dw
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax
 import numpy as np
 from etils import epath
 
 from mim4d_jax.atomic_files import atomic_path
 from mim4d_jax.training.checkpoint import str_keys
+from mim4d_jax.training.overlay import flat_items, overlay
 
 NONE = "none"  # the explicit "random backbone" value of init.backbone
 WHERE_TO_GET = (
@@ -64,7 +62,7 @@ def read_npz(path: str) -> dict:
 
 def write_npz(params: dict, out: str) -> None:
     """Writes a nested dict of arrays in the layout `read_npz` reads (temp file, then rename)."""
-    flat = {key: np.asarray(value) for key, value in _flat_items(str_keys(params))}
+    flat = {key: np.asarray(value) for key, value in flat_items(str_keys(params))}
     with atomic_path(out) as tmp, tmp.open("wb") as f:
         np.savez(f, **flat)
 
@@ -73,48 +71,17 @@ def merge_backbone(params: dict, backbone: dict, shardings: dict) -> dict:
     """Returns `params` with every `img_backbone` leaf replaced by the imported value.
 
     Every backbone parameter of the model must be present with the same shape, and the file
-    may hold nothing else: a partial or mismatched file is an error (mmcv's strict=False would
-    silently skip it).
+    may hold nothing else (`overlay` lists every misfit).
     """
-    imported = str_keys(backbone)
-    problems: list[str] = []
-    used: set[str] = set()
-
-    def take(path: tuple, current: jax.Array, sharding: Any) -> jax.Array:
-        node: Any = imported
-        names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        for name in names:
-            if not isinstance(node, dict) or name not in node:
-                problems.append(f"img_backbone.{'.'.join(names)}: missing from the imported file")
-                return current
-            node = node[name]
-        used.add("/".join(names))
-        value = np.asarray(node, dtype=current.dtype)
-        if value.shape != current.shape:
-            problems.append(
-                f"img_backbone.{'.'.join(names)}: file {value.shape} vs model {current.shape}"
-            )
-            return current
-        # Works on multi-process meshes too: each process fills only its addressable shards.
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-    new_backbone = jax.tree_util.tree_map_with_path(
-        take, params["img_backbone"], shardings["img_backbone"]
+    new_backbone = overlay(
+        params["img_backbone"],
+        backbone,
+        shardings["img_backbone"],
+        source_name="init.backbone",
+        prefix="img_backbone.",
+        reject_extra=True,
     )
-    extra = sorted({key for key, _ in _flat_items(imported)} - used)
-    problems += [f"img_backbone.{k.replace('/', '.')}: not a parameter of the model" for k in extra]
-    if problems:
-        raise ValueError("init.backbone does not fit the model:\n  " + "\n  ".join(problems[:20]))
     return {**params, "img_backbone": new_backbone}
-
-
-def _flat_items(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    """("a/b/c", leaf) pairs of a nested dict with string keys."""
-    items = []
-    for name, value in tree.items():
-        path = f"{prefix}{name}"
-        items += _flat_items(value, path + "/") if isinstance(value, dict) else [(path, value)]
-    return items
 
 
 def load_backbone(path: str, params: dict, shardings: dict) -> dict:
