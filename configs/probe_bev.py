@@ -55,5 +55,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.probe.focal_alpha = 0.25
     c.probe.dice_weight = 1.0
     c.probe.eval_max_samples = 0  # val samples scored (0 = all)
+    # Also score this split ("" = none; "train" = the split the head was fitted on): result.json
+    # then holds fit_iou / fit_best_iou beside the val figures.
+    c.probe.fit_split = "train"
     c.probe.panels = 2  # PNG panels of the first N val samples
     return c

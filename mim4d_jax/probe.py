@@ -91,21 +91,37 @@ def _unmasked_train_pipeline(config: ml_collections.ConfigDict, mesh: jax.shardi
     return make_input_pipeline(config, mesh, split=config.data.train_split, train=False)
 
 
-def evaluate(config: ml_collections.ConfigDict, probe_dir: epath.Path) -> dict:
-    """Scores the latest probe checkpoint on the val split; writes panels; returns scores."""
+def evaluate(
+    config: ml_collections.ConfigDict, probe_dir: epath.Path, panels_by_split: dict[str, int]
+) -> dict[str, dict]:
+    """Scores the latest probe checkpoint on each split of `panels_by_split`, writing that
+    many BEV panels of the split's first samples; returns {split: scores}."""
     _, params, bstats, step = checkpoint.restore_params(
         probe_dir, None, config=config, build=build_probe
     )
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_probe(config, nnx.Rngs(0))))
 
     @jax.jit
-    def predict(params, bstats, images, lidar2img):
+    def probabilities(params, bstats, images, lidar2img):
         model = nnx.merge(graphdef, params, bstats, copy=True)
         logits = model.bev_logits(images, lidar2img, freeze_lift=True, train=False)
         return jax.nn.sigmoid(logits)[0]
 
+    def predict(images_nthwc: np.ndarray, lidar2img_nt44: np.ndarray) -> np.ndarray:
+        images, lidar2img = jnp.asarray(images_nthwc)[None], jnp.asarray(lidar2img_nt44)[None]
+        return np.asarray(probabilities(params, bstats, images, lidar2img))
+
+    return {
+        split: _score_split(config, probe_dir, predict, step, split, panels)
+        for split, panels in panels_by_split.items()
+    }
+
+
+def _score_split(config, probe_dir, predict, step: int, split: str, panels: int) -> dict:
+    """BEVIoU of `predict` (one sample's images, lidar2img -> (H, W) probabilities) over the
+    split's samples, and the panels of its first `panels` samples."""
     scores = BEVIoU()
-    reader = ClipReader(config, config.data.val_split)
+    reader = ClipReader(config, split)
     limit = int(config.probe.eval_max_samples)
     count = len(reader) if limit <= 0 else min(limit, len(reader))
     w, h = (int(v) for v in config.data.image_size)
@@ -114,16 +130,9 @@ def evaluate(config: ml_collections.ConfigDict, probe_dir: epath.Path) -> dict:
         example = make_example(
             clip, config, seed=config.seed, position=index, train=False, where=where
         )
-        prob_hw = np.asarray(
-            predict(
-                params,
-                bstats,
-                jnp.asarray(example["images"])[None],
-                jnp.asarray(example["lidar2img"])[None],
-            )
-        )
+        prob_hw = predict(example["images"], example["lidar2img"])
         scores.add(prob_hw, example["bev_target"])
-        if index < int(config.probe.panels):
+        if index < panels:
             write_bev_panel(
                 probe_dir / f"panel_{index}.png",
                 example["images"][:, 0, :h, :w],
@@ -131,7 +140,7 @@ def evaluate(config: ml_collections.ConfigDict, probe_dir: epath.Path) -> dict:
                 example["bev_target"],
                 prob_hw,
                 tuple(config.model.pc_range),
-                f"{config.data.val_split} sample {index} ({clip['sample_token'][:8]}): "
+                f"{split} sample {index} ({clip['sample_token'][:8]}): "
                 f"init={config.probe.init}, freeze={config.probe.freeze}, step {step}",
             )
     reader.close()
@@ -151,9 +160,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         loss_fn=make_probe_loss(config),
         init_fn=init_fn,
     )
-    scores = evaluate(config, probe_dir)
+    splits = {config.data.val_split: int(config.probe.panels)}
+    if config.probe.fit_split:
+        splits.setdefault(config.probe.fit_split, 0)
+    scored = evaluate(config, probe_dir, splits)
+    # The same head scored on the split it was trained on: a probe that cannot fit its own
+    # training data measures the head (or too few steps), not the features.
+    fit: dict = {}
+    if config.probe.fit_split:
+        fit_scores = scored[config.probe.fit_split]
+        fit = {f"fit_{key}": fit_scores[key] for key in ("iou", "best_iou", "num_samples")}
+        fit["fit_split"] = config.probe.fit_split
     result = {
-        **scores,
+        **scored[config.data.val_split],
+        **fit,
         "init": config.probe.init,
         "freeze": config.probe.freeze,
         "steps": int(config.total_steps),

@@ -151,6 +151,9 @@ def test_probe_trains_resumes_and_scores(tmp_path, compilation_cache):
     assert result["step"] == 4 and result["freeze"] == "lift" and result["init"] == "random"
     saved = json.loads((workdir / "probe/result.json").read_text())
     assert saved["iou"] == result["iou"] and (workdir / "probe/panel_0.png").exists()
+    # The head is also scored on the split it was fitted on (probe.eval_max_samples=2 of it).
+    assert saved["fit_split"] == "train" and saved["fit_num_samples"] == 2
+    assert 0.0 <= saved["fit_iou"] <= saved["fit_best_iou"] <= 1.0
     after = _params(workdir)
     for key, value in frozen.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
