@@ -1,6 +1,8 @@
 """Evaluation: a volume with known geometry scores the expected error through the same chain
 as `mim4d_jax.evaluate` (lidar2img -> camera rays -> renderer -> metrics)."""
 
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -82,3 +84,42 @@ def test_metrics_ignore_rays_without_depth_and_reject_empty():
     assert errors.result() == {"depth_abs_rel": 1.0, "depth_rmse_m": 1.0, "depth_count": 1}
     with pytest.raises(ValueError, match="no valid depth"):
         eval_metrics.DepthErrors().result()
+
+
+def test_blind_evaluation_equals_the_blind_control_and_keeps_its_own_file(
+    tmp_path, compilation_cache
+):
+    """`--blind` feeds the model exactly what `ablation.blind_images` feeds it (zeros), scores
+    the same LiDAR targets, and writes eval/blind/ without touching eval/step_N.json."""
+    from train_fixtures import tiny_config
+
+    from mim4d_jax.evaluation import evaluate as eval_lib
+    from mim4d_jax.training import checkpoint
+    from tests import data_fixtures
+
+    clips = [data_fixtures.make_clip(i, 3, (320, 180), 0) for i in range(2)]
+    data_dir = tmp_path / "data"
+    data_fixtures.write_dataset(data_dir, clips, frames=3, stored_wh=(320, 180), split="val")
+    results = {}
+    for name, blind_images in (("seeing", False), ("control", True)):
+        workdir = tmp_path / name
+        config = tiny_config(f"data.dir={data_dir}", f"ablation.blind_images={blind_images}")
+        checkpoint.write_config(workdir, config)
+        for blind in (False, True) if name == "seeing" else (False,):
+            results[name, blind] = eval_lib.run(
+                config, str(workdir), 0, max_clips=1, stride=8, panels=0, blind=blind
+            )
+    seeing, removed = results["seeing", False], results["seeing", True]
+    control = results["control", False]
+    assert removed["blind"] and not seeing["blind"]
+    for volume in ("direct", "predicted"):
+        assert removed[volume]["depth_abs_rel"] == pytest.approx(
+            control[volume]["depth_abs_rel"], rel=1e-5
+        )
+        # The images change the (random-init) model's renders: removing them is not a no-op.
+        assert removed[volume]["depth_abs_rel"] != pytest.approx(
+            seeing[volume]["depth_abs_rel"], rel=1e-4
+        )
+    saved = tmp_path / "seeing" / "eval"
+    assert json.loads((saved / "step_0.json").read_text()) == seeing
+    assert json.loads((saved / "blind" / "step_0.json").read_text()) == removed

@@ -5,7 +5,7 @@ against the synthetic world's dense ground truth), RGB PSNR, and PNG panels.
   python -m mim4d_jax.evaluate --config configs/mim4d_tiny.py --workdir workdirs/tiny \
       --config.data.dir=datasets/synthetic_clips [--step N] [--depth_gt datasets/synthetic]
 
-Writes `WORKDIR/eval/step_<N>.json`:
+Writes `WORKDIR/eval/step_<N>.json` (`--blind`: `WORKDIR/eval/blind/step_<N>.json`):
   {"step": N, "direct": {"depth_abs_rel", "depth_rmse_m", "rgb_psnr_db", ...},
    "predicted": {...}}
 (`dense_depth_abs_rel` / `dense_depth_rmse_m` too when `--depth_gt` names the synthetic
@@ -56,6 +56,9 @@ _MAX_CLIPS = flags.DEFINE_integer("max_clips", 0, "evaluate the first N clips (0
 _STRIDE = flags.DEFINE_integer("stride", 0, "render every Nth pixel (0 = about 100 px wide)")
 _MASK = flags.DEFINE_bool("mask", True, "mask the inputs as in pre-training (seeded)")
 _PANELS = flags.DEFINE_integer("panels", 2, "PNG panels for the first N clips")
+_BLIND = flags.DEFINE_bool(
+    "blind", False, "remove the input images (targets kept); writes eval/blind/step_N.json"
+)
 
 
 def resolve_config(workdir: str, file_config=None, overrides: dict | None = None):
@@ -154,9 +157,15 @@ def run(
     stride: int = 0,
     mask: bool = True,
     panels: int = 2,
+    blind: bool = False,
 ) -> dict:
     """Evaluates a checkpoint on `config.data.val_split`; returns and writes the metrics.
-    `config` may change only evaluation-side keys of the workdir's config.json (resolve_config)."""
+    `config` may change only evaluation-side keys of the workdir's config.json (resolve_config).
+
+    `blind` removes the input images (the model sees zeros, the dataset mean, exactly as the
+    `ablation.blind_images` control) while every target stays: how much of the trained
+    model's depth comes from its images rather than a scene prior. Written to
+    `eval/blind/` so that `eval/step_*.json` keeps meaning "with images"."""
     config = resolve_config(workdir, config)
     params, bstats, step = load_params(config, workdir, step)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))
@@ -171,7 +180,7 @@ def run(
     lidar = {v: eval_metrics.DepthErrors() for v in VOLUMES}
     dense = {v: eval_metrics.DepthErrors() for v in VOLUMES}
     colour = {v: eval_metrics.ColourErrors() for v in VOLUMES}
-    out_dir = checkpoint.workdir_path(workdir) / "eval"
+    out_dir = checkpoint.workdir_path(workdir) / ("eval/blind" if blind else "eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     cams = tuple(config.data.cameras)
     pc_range = tuple(config.model.pc_range)
@@ -184,6 +193,8 @@ def run(
             clip, config, seed=config.seed, position=index, train=mask, where=where
         )
         batch = {k: jnp.asarray(v)[None] for k, v in example.items()}
+        if blind:  # the model's input only; the RGB target below still reads the images
+            batch["images"] = jnp.zeros_like(batch["images"])
         renders = jax.device_get(evaluate(params, bstats, batch))
         target_nhw3 = block_mean(denormalise(example["images"][:, 0]), stride, out_hw)
         ray_depth_gt = example["ray_depth"][0]
@@ -205,7 +216,7 @@ def run(
         if index < panels:
             eval_panels.write_panel(
                 out_dir / f"step_{step}_clip{index}.png",
-                example,
+                {**example, "images": np.asarray(batch["images"][0])},  # what the model saw
                 renders,
                 target_nhw3,
                 out_hw,
@@ -215,7 +226,7 @@ def run(
             )
     reader.close()
 
-    result = {"step": int(step), "num_clips": num_clips, "stride": stride}
+    result = {"step": int(step), "num_clips": num_clips, "stride": stride, "blind": blind}
     for name in VOLUMES:
         result[name] = {**lidar[name].result(), **colour[name].result()}
         if depth_index is not None:
@@ -239,6 +250,7 @@ def main(argv) -> None:
         stride=_STRIDE.value,
         mask=_MASK.value,
         panels=_PANELS.value,
+        blind=_BLIND.value,
     )
     print(json.dumps(result))
 
