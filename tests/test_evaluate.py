@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from render_fixtures import analytic_field, configs, sdf_volume
+from train_fixtures import compilation_cache_fixture  # noqa: F401 (session fixture)
 
 from mim4d_jax.evaluation import metrics as eval_metrics
 from mim4d_jax.geometry import camera_rays
