@@ -6,6 +6,9 @@ Two learning checks are printed:
   pre-trained model must beat the same probe on random init by IOU_MARGIN;
 - the pretext check: final direct depth AbsRel <= 0.5x step 0. An image-blind twin passes it
   too (a scene prior alone halves the depth error), so it only shows that training runs.
+It also prints the image check (report only): the final direct depth AbsRel with the input
+images over the same with the images removed (`mim4d_jax.evaluate --blind`); 1.0 means the
+model's depth is a scene prior.
 The exit status follows the pretext check, or the probe check with --probe-gate 1
 (DEMO_PROBE_GATE=1). The probe check is not the default gate yet because no pre-trained tiny
 model has passed it so far (benchmarks/README.md, "Representation"): the demo would fail for
@@ -17,7 +20,7 @@ import json
 import pathlib
 import sys
 
-# Pre-trained minus random-init frozen-probe IoU (threshold 0.5) the probe check asks for:
+# Pre-trained minus random-init frozen-probe IoU (best threshold) the probe check asks for:
 # ten times the spread of the best-threshold IoU of two random-init seeds (0.056 vs 0.048,
 # benchmarks/README.md, "Objectives"), so that seed noise cannot pass it.
 IOU_MARGIN = 0.05
@@ -59,6 +62,15 @@ def main() -> int:
         f"\npretext check: final/initial direct.depth_abs_rel = {ratio:.3f} (target <= 0.5; "
         f"a scene prior passes it too): {'passed' if pretext_ok else 'FAILED'}"
     )
+    blind_path = eval_dir / "blind" / f"step_{last['step']}.json"
+    if blind_path.exists():
+        blind = json.loads(blind_path.read_text())["direct"]["depth_abs_rel"]
+        seeing = last["direct"]["depth_abs_rel"]
+        print(
+            f"image check: direct.depth_abs_rel with images {seeing:.4f} / with the images "
+            f"removed {blind:.4f} = {seeing / blind:.3f} (a model that ignores its images gives "
+            "1.0; report only)"
+        )
     probes = {
         name: json.loads(path.read_text())
         for name, path in (("pre-trained", args.probe), ("random init", args.random_probe))
@@ -66,10 +78,12 @@ def main() -> int:
     print(f"\n{'BEV vehicle probe (frozen lift)':32s} {'IoU@0.5':>12s} {'best IoU':>12s}")
     for name, result in probes.items():
         print(f"{name:32s} {result['iou']:12.4f} {result['best_iou']:12.4f}")
-    gain = probes["pre-trained"]["iou"] - probes["random init"]["iou"]
+    # Best-threshold IoU: the focal loss leaves small-data probes under-confident, so at 0.5
+    # every probe is 0 and the difference says nothing.
+    gain = probes["pre-trained"]["best_iou"] - probes["random init"]["best_iou"]
     passed = gain >= IOU_MARGIN
     print(
-        f"\nlearning check: pre-trained - random-init probe IoU = {gain:+.4f} "
+        f"\nlearning check: pre-trained - random-init best probe IoU = {gain:+.4f} "
         f"(target >= {IOU_MARGIN}): {'passed' if passed else 'NOT MET'}"
         + ("" if args.probe_gate else " (report only; DEMO_PROBE_GATE=1 makes it the gate)")
     )

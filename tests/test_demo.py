@@ -61,4 +61,5 @@ def test_demo_script_runs_every_stage(tmp_path):
         probe = json.loads((out / f"probe_{init}" / "probe" / "result.json").read_text())
         assert probe["step"] == 2 and 0.0 <= probe["iou"] <= 1.0, probe
         assert (out / f"probe_{init}" / "probe" / "panel_0.png").exists()
-    assert "learning check: pre-trained - random-init probe IoU" in result.stdout
+    assert "learning check: pre-trained - random-init best probe IoU" in result.stdout
+    assert "image check: direct.depth_abs_rel with images" in result.stdout
