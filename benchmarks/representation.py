@@ -2,15 +2,17 @@ r"""The representation yardstick on the synthetic world: does pre-training teach
 something a scene prior cannot?
 
   python benchmarks/representation.py [--out DIR] [--pretrain_steps 300] [--probe_steps 300]
-      [--scenes 10] [--samples_per_scene 12] [--seeds 0]
+      [--scenes 10] [--samples_per_scene 12] [--seeds 0] [--pretrain_args "--config.k=v ..."]
 
 Runs, in one process tree and on one machine: the synthetic world (held-out val scenes) and its
 conversion; pre-training of configs/mim4d_tiny.py ("pretrained") and of its image-blind twin
 (`ablation.blind_images=True`, "blind"); the pretext evaluation of both (rendered depth AbsRel
-vs LiDAR and dense ground truth, PSNR); then the BEV vehicle probe (configs/probe_bev.py:tiny)
-frozen (`--freeze lift`) and fully fine-tuned (`--freeze none`) on pretrained, blind and random
-init. Prints a JSON last line with every figure, the targets and the wall times; writes
-DIR/report.md + DIR/report.png (mim4d_jax.compare) for the frozen probes.
+vs LiDAR and dense ground truth, PSNR), also with the input images removed (`--blind`) and
+with every clip fed another clip's images (`--shuffled`), which tell a model that reads its
+images from a scene prior without a second training run; then the BEV vehicle probe
+(configs/probe_bev.py:tiny) frozen (`--freeze lift`) and fully fine-tuned (`--freeze none`) on
+pretrained, blind and random init. Prints a JSON last line with every figure, the targets and
+the wall times; writes DIR/report.md + DIR/report.png (mim4d_jax.compare) for the frozen probes.
 
 Targets (issue "downstream yardstick"): pretrained direct-depth AbsRel at least 30 % below the
 blind twin's; frozen-probe IoU at least 10 points above random init and above the blind twin.
@@ -41,8 +43,8 @@ def _run(args: list[str], log: pathlib.Path) -> float:
     return time.time() - start
 
 
-def _latest_eval(workdir: pathlib.Path) -> dict:
-    evals = sorted(workdir.glob("eval/step_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+def _latest_eval(eval_dir: pathlib.Path) -> dict:
+    evals = sorted(eval_dir.glob("step_*.json"), key=lambda p: int(p.stem.split("_")[1]))
     return json.loads(evals[-1].read_text())
 
 
@@ -56,6 +58,9 @@ def main() -> int:
     parser.add_argument("--probe_steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--finetune", type=int, default=1, help="0: frozen probes only")
+    parser.add_argument(
+        "--pretrain_args", default="", help="extra trainer flags for both pre-trainings"
+    )
     args = parser.parse_args()
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +94,7 @@ def main() -> int:
     figures: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "runs": {}}
     for seed in args.seeds:
         pre_args = [data, f"--config.total_steps={args.pretrain_steps}", f"--config.seed={seed}"]
+        pre_args += args.pretrain_args.split()
         runs = {"pretrained": [], "blind": ["--config.ablation.blind_images=True"]}
         for name, extra in runs.items():
             workdir = out / f"{name}_s{seed}"
@@ -97,17 +103,26 @@ def main() -> int:
                  "--workdir", str(workdir), *pre_args, *extra],
                 out / f"{name}_s{seed}.log",
             )  # fmt: skip
-            _run(
-                ["-m", "mim4d_jax.evaluate", "--config", "configs/mim4d_tiny.py",
-                 "--workdir", str(workdir), data, "--depth_gt", str(synthetic)],
-                out / f"{name}_s{seed}_eval.log",
-            )  # fmt: skip
-            evaluation = _latest_eval(workdir)
-            figures["runs"][f"{name}_s{seed}"] = {
-                "direct_depth_abs_rel": evaluation["direct"]["depth_abs_rel"],
-                "dense_depth_abs_rel": evaluation["direct"].get("dense_depth_abs_rel"),
-                "rgb_psnr_db": evaluation["direct"]["rgb_psnr_db"],
-            }
+            absrel = {}
+            for inputs in ("", "blind", "shuffled"):
+                _run(
+                    ["-m", "mim4d_jax.evaluate", "--workdir", str(workdir),
+                     "--depth_gt", str(synthetic), *([f"--{inputs}"] if inputs else [])],
+                    out / f"{name}_s{seed}_eval{inputs}.log",
+                )  # fmt: skip
+                evaluation = _latest_eval(workdir / "eval" / inputs)
+                absrel[inputs] = evaluation["direct"]["depth_abs_rel"]
+                if not inputs:
+                    figures["runs"][f"{name}_s{seed}"] = {
+                        "direct_depth_abs_rel": absrel[inputs],
+                        "dense_depth_abs_rel": evaluation["direct"].get("dense_depth_abs_rel"),
+                        "rgb_psnr_db": evaluation["direct"]["rgb_psnr_db"],
+                    }
+            run = figures["runs"][f"{name}_s{seed}"]
+            run["images_removed_abs_rel"] = absrel["blind"]
+            run["images_shuffled_abs_rel"] = absrel["shuffled"]
+            # Below 1 only if the depth reads the clip's own images (1.0 = a scene prior).
+            run["own_over_shuffled_abs_rel"] = absrel[""] / absrel["shuffled"]
         modes = ["lift", "none"] if args.finetune else ["lift"]
         for init_name in ("pretrained", "blind", "random"):
             init = "random" if init_name == "random" else str(out / f"{init_name}_s{seed}")
@@ -144,6 +159,7 @@ def main() -> int:
     }
     figures["summary"] = {
         "pretrained_over_blind_absrel": pre_absrel / blind_absrel,
+        "pretrained_own_over_shuffled_absrel": mean("pretrained", "own_over_shuffled_abs_rel"),
         "frozen_best_iou": iou,
         "frozen_fit_best_iou": {
             n: mean(n, "probe_lift_fit_best_iou") for n in ("pretrained", "blind", "random")

@@ -47,9 +47,12 @@ stage "5/7 evaluating the trained model"
 # included); a --config file would have to match it.
 $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" \
   --depth_gt "$OUT/synthetic" >/dev/null
-# The same checkpoint with its input images removed (eval/blind/): a scene prior scores the same.
-$PY -m mim4d_jax.evaluate --workdir "$WORKDIR" --blind --panels 0 \
-  --depth_gt "$OUT/synthetic" >/dev/null
+# The same checkpoint with its input images removed (eval/blind/) and with every clip fed
+# another clip's images (eval/shuffled/): a scene prior scores the same in all three.
+for inputs in --blind --shuffled; do
+  $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" "$inputs" --panels 0 \
+    --depth_gt "$OUT/synthetic" >/dev/null
+done
 
 stage "6/7 exporting to PyTorch and verifying the export"
 $PY -m mim4d_jax.export_torch --workdir "$WORKDIR" --out "$OUT/mim4d_tiny.pth" \

@@ -62,15 +62,19 @@ def main() -> int:
         f"\npretext check: final/initial direct.depth_abs_rel = {ratio:.3f} (target <= 0.5; "
         f"a scene prior passes it too): {'passed' if pretext_ok else 'FAILED'}"
     )
-    blind_path = eval_dir / "blind" / f"step_{last['step']}.json"
-    if blind_path.exists():
-        blind = json.loads(blind_path.read_text())["direct"]["depth_abs_rel"]
-        seeing = last["direct"]["depth_abs_rel"]
-        print(
-            f"image check: direct.depth_abs_rel with images {seeing:.4f} / with the images "
-            f"removed {blind:.4f} = {seeing / blind:.3f} (a model that ignores its images gives "
-            "1.0; report only)"
-        )
+    seeing = last["direct"]["depth_abs_rel"]
+    for inputs, meaning in (
+        ("blind", "with the images removed"),
+        ("shuffled", "with another clip's images"),
+    ):
+        path = eval_dir / inputs / f"step_{last['step']}.json"
+        if path.exists():
+            other = json.loads(path.read_text())["direct"]["depth_abs_rel"]
+            print(
+                f"image check ({inputs}): direct.depth_abs_rel with its own images {seeing:.4f}"
+                f" / {meaning} {other:.4f} = {seeing / other:.3f} (1.0: the depth does not "
+                "come from the images; report only)"
+            )
     probes = {
         name: json.loads(path.read_text())
         for name, path in (("pre-trained", args.probe), ("random init", args.random_probe))

@@ -62,4 +62,7 @@ def test_demo_script_runs_every_stage(tmp_path):
         assert probe["step"] == 2 and 0.0 <= probe["iou"] <= 1.0, probe
         assert (out / f"probe_{init}" / "probe" / "panel_0.png").exists()
     assert "learning check: pre-trained - random-init best probe IoU" in result.stdout
-    assert "image check: direct.depth_abs_rel with images" in result.stdout
+    for inputs in ("blind", "shuffled"):
+        removed = json.loads((out / "workdir" / "eval" / inputs / "step_2.json").read_text())
+        assert removed[inputs] and removed["num_clips"] == evals["step_2.json"]["num_clips"]
+        assert f"image check ({inputs}): direct.depth_abs_rel with its own images" in result.stdout

@@ -135,3 +135,44 @@ def test_blind_evaluation_equals_the_blind_control_and_keeps_its_own_file(
         )
     # The blind evaluation did not replace the seeing one's file.
     assert json.loads((tmp_path / "seeing" / "eval" / "step_0.json").read_text()) == seeing
+
+
+def test_shuffled_evaluation_feeds_each_clip_another_clips_images(tmp_path, compilation_cache):
+    """`--shuffled` on clips [c0, c1] scores what a plain evaluation scores on a dataset whose
+    clips carry each other's images ([c0 with c1's images, c1 with c0's]): the depth targets
+    stay the clip's own, only the model's input comes from the other clip."""
+    import subprocess
+    import sys
+
+    from train_fixtures import REPO_ROOT, subprocess_env, tiny_config
+
+    from mim4d_jax.training import checkpoint
+    from tests import data_fixtures
+
+    clips = [data_fixtures.make_clip(i, 3, (320, 180), 0) for i in range(2)]
+    swapped = [
+        {**clips[0], "images": clips[1]["images"]},
+        {**clips[1], "images": clips[0]["images"]},
+    ]
+    results = {}
+    for name, dataset, shuffled in (("shuffled", clips, True), ("swapped", swapped, False)):
+        data_dir = tmp_path / f"data_{name}"
+        data_fixtures.write_dataset(data_dir, dataset, frames=3, stored_wh=(320, 180), split="val")
+        workdir = tmp_path / name
+        checkpoint.write_config(workdir, tiny_config(f"data.dir={data_dir}"))
+        args = ["--workdir", str(workdir), "--step", "0", "--stride", "8", "--panels", "0"]
+        subprocess.run(
+            [sys.executable, "-m", "mim4d_jax.evaluate", *args, f"--shuffled={shuffled}"],
+            cwd=REPO_ROOT,
+            env=subprocess_env(1, compilation_cache),
+            check=True,
+            capture_output=True,
+        )
+        found = workdir / "eval" / ("shuffled" if shuffled else "") / "step_0.json"
+        results[name] = json.loads(found.read_text())
+    assert results["shuffled"]["shuffled"] and results["shuffled"]["num_clips"] == 2
+    for volume in ("direct", "predicted"):
+        for key in ("depth_abs_rel", "depth_rmse_m", "depth_count"):
+            assert results["shuffled"][volume][key] == pytest.approx(
+                results["swapped"][volume][key], rel=1e-5
+            ), (volume, key)

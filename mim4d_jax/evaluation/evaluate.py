@@ -5,7 +5,8 @@ against the synthetic world's dense ground truth), RGB PSNR, and PNG panels.
   python -m mim4d_jax.evaluate --config configs/mim4d_tiny.py --workdir workdirs/tiny \
       --config.data.dir=datasets/synthetic_clips [--step N] [--depth_gt datasets/synthetic]
 
-Writes `WORKDIR/eval/step_<N>.json` (`--blind`: `WORKDIR/eval/blind/step_<N>.json`):
+Writes `WORKDIR/eval/step_<N>.json` (`--blind`: `WORKDIR/eval/blind/step_<N>.json`,
+`--shuffled`: `WORKDIR/eval/shuffled/step_<N>.json`):
   {"step": N, "direct": {"depth_abs_rel", "depth_rmse_m", "rgb_psnr_db", ...},
    "predicted": {...}}
 (`dense_depth_abs_rel` / `dense_depth_rmse_m` too when `--depth_gt` names the synthetic
@@ -58,6 +59,11 @@ _MASK = flags.DEFINE_bool("mask", True, "mask the inputs as in pre-training (see
 _PANELS = flags.DEFINE_integer("panels", 2, "PNG panels for the first N clips")
 _BLIND = flags.DEFINE_bool(
     "blind", False, "remove the input images (targets kept); writes eval/blind/step_N.json"
+)
+_SHUFFLED = flags.DEFINE_bool(
+    "shuffled",
+    False,
+    "feed every clip another val clip's images (targets kept); writes eval/shuffled/step_N.json",
 )
 
 
@@ -158,6 +164,7 @@ def run(
     mask: bool = True,
     panels: int = 2,
     blind: bool = False,
+    shuffled: bool = False,
 ) -> dict:
     """Evaluates a checkpoint on `config.data.val_split`; returns and writes the metrics.
     `config` may change only evaluation-side keys of the workdir's config.json (resolve_config).
@@ -165,7 +172,15 @@ def run(
     `blind` removes the input images (the model sees zeros, the dataset mean, exactly as the
     `ablation.blind_images` control) while every target stays: how much of the trained
     model's depth comes from its images rather than a scene prior. Written to
-    `eval/blind/` so that `eval/step_*.json` keeps meaning "with images"."""
+    `eval/blind/` so that `eval/step_*.json` keeps meaning "with images".
+
+    `shuffled` feeds clip i the input images of val clip (i + n // 2) mod n (n clips
+    evaluated), targets and cameras kept: real images of another place, so what it costs is
+    what the model reads from its own images' content, not its reaction to an unnatural input
+    (zeros). A scene prior, and a model that only reacts to image statistics, score the same
+    with and without it. Written to `eval/shuffled/`."""
+    if blind and shuffled:
+        raise user_errors.ConfigError("evaluate: --blind and --shuffled exclude each other")
     config = resolve_config(workdir, config)
     params, bstats, step = load_params(config, workdir, step)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))
@@ -180,21 +195,40 @@ def run(
     lidar = {v: eval_metrics.DepthErrors() for v in VOLUMES}
     dense = {v: eval_metrics.DepthErrors() for v in VOLUMES}
     colour = {v: eval_metrics.ColourErrors() for v in VOLUMES}
-    out_dir = checkpoint.workdir_path(workdir) / ("eval/blind" if blind else "eval")
+    variant = "blind" if blind else "shuffled" if shuffled else ""
+    out_dir = checkpoint.workdir_path(workdir) / "eval" / variant
     out_dir.mkdir(parents=True, exist_ok=True)
     cams = tuple(config.data.cameras)
     pc_range = tuple(config.model.pc_range)
 
     reader = ClipReader(config, config.data.val_split)
     num_clips = len(reader) if max_clips <= 0 else min(max_clips, len(reader))
+    if shuffled and num_clips < 2:
+        raise user_errors.DatasetError(
+            f"evaluate --shuffled: needs at least 2 clips in split {config.data.val_split!r} "
+            f"of {config.data.dir}, has {num_clips}"
+        )
     for index in range(num_clips):
         clip, where = reader.read_clip(index)
         example = make_example(
             clip, config, seed=config.seed, position=index, train=mask, where=where
         )
         batch = {k: jnp.asarray(v)[None] for k, v in example.items()}
-        if blind:  # the model's input only; the RGB target below still reads the images
+        # The model's input only; the RGB target below still reads the clip's own images.
+        if blind:
             batch["images"] = jnp.zeros_like(batch["images"])
+        elif shuffled:
+            other = (index + num_clips // 2) % num_clips
+            other_clip, other_where = reader.read_clip(other)
+            other_example = make_example(
+                other_clip,
+                config,
+                seed=config.seed,
+                position=other,
+                train=False,
+                where=other_where,
+            )
+            batch["images"] = jnp.asarray(other_example["images"])[None]
         renders = jax.device_get(evaluate(params, bstats, batch))
         target_nhw3 = block_mean(denormalise(example["images"][:, 0]), stride, out_hw)
         ray_depth_gt = example["ray_depth"][0]
@@ -226,7 +260,13 @@ def run(
             )
     reader.close()
 
-    result = {"step": int(step), "num_clips": num_clips, "stride": stride, "blind": blind}
+    result = {
+        "step": int(step),
+        "num_clips": num_clips,
+        "stride": stride,
+        "blind": blind,
+        "shuffled": shuffled,
+    }
     for name in VOLUMES:
         result[name] = {**lidar[name].result(), **colour[name].result()}
         if depth_index is not None:
@@ -251,6 +291,7 @@ def main(argv) -> None:
         mask=_MASK.value,
         panels=_PANELS.value,
         blind=_BLIND.value,
+        shuffled=_SHUFFLED.value,
     )
     print(json.dumps(result))
 
