@@ -8,8 +8,8 @@
 # Extra arguments go to the trainer (e.g. --config.total_steps=100); $DEMO_SYNTH_ARGS to the
 # generator (e.g. "--scenes 2 --samples-per-scene 3"); DEMO_LEARNING_CHECK=0 reports the
 # learning check without failing on it (the shortened end-to-end test); $DEMO_PROBE_ARGS go
-# to both probes (e.g. --config.total_steps=20); DEMO_PROBE_GATE=1 makes the probe check
-# (pre-trained probe IoU above random init's) the exit status instead of the pretext check.
+# to both probes (e.g. --config.total_steps=20); DEMO_GATE=image|probe|pretext picks the
+# learning check that is the exit status (scripts/demo_summary.py; default image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -38,6 +38,9 @@ DATA="--config.data.dir=$OUT/clips"
 stage "3/7 evaluating the initial model (step 0)"
 $PY -m mim4d_jax.evaluate --config "$CONFIG" --workdir "$WORKDIR" --step 0 "$DATA" \
   --depth_gt "$OUT/synthetic" >/dev/null
+# Random init with another clip's images: the image check's control, in the same run.
+$PY -m mim4d_jax.evaluate --config "$CONFIG" --workdir "$WORKDIR" --step 0 "$DATA" --shuffled \
+  --panels 0 --depth_gt "$OUT/synthetic" >/dev/null
 
 stage "4/7 pre-training $CONFIG"
 $PY -m mim4d_jax.train --config "$CONFIG" --workdir "$WORKDIR" "$DATA" "$@"
@@ -70,4 +73,4 @@ done
 stage "done in $(( $(date +%s) - start )) s"
 $PY scripts/demo_summary.py --workdir "$WORKDIR" --out "$OUT" \
   --probe "$OUT/probe_pretrained/probe/result.json" --random-probe "$OUT/probe_random/probe/result.json" \
-  --learning-check "${DEMO_LEARNING_CHECK:-1}" --probe-gate "${DEMO_PROBE_GATE:-0}"
+  --learning-check "${DEMO_LEARNING_CHECK:-1}" --gate "${DEMO_GATE:-image}"

@@ -1,18 +1,19 @@
-"""Prints the demo's summary: both evaluations, both probes, the learning check and where
+"""Prints the demo's summary: both evaluations, both probes, the learning checks and where
 things are.
 
-Two learning checks are printed:
-- the probe check, one an image-blind model fails: the frozen-feature BEV vehicle probe of the
-  pre-trained model must beat the same probe on random init by IOU_MARGIN;
-- the pretext check: final direct depth AbsRel <= 0.5x step 0. An image-blind twin passes it
-  too (a scene prior alone halves the depth error), so it only shows that training runs.
-It also prints the image check (report only): the final direct depth AbsRel with the input
-images over the same with the images removed (`mim4d_jax.evaluate --blind`); 1.0 means the
-model's depth is a scene prior.
-The exit status follows the pretext check, or the probe check with --probe-gate 1
-(DEMO_PROBE_GATE=1). The probe check is not the default gate yet because no pre-trained tiny
-model has passed it so far (benchmarks/README.md, "Representation"): the demo would fail for
-every user. A demo that did not train never looks like a success either way.
+Three learning checks are printed; DEMO_GATE (`--gate`) picks the one that is the exit status:
+- `image` (the default), one an image-blind model fails: the final direct depth AbsRel with each
+  clip's own input images must be at most IMAGE_RATIO_MAX times the same with another clip's
+  images (`mim4d_jax.evaluate --shuffled`). A scene prior, a model that reacts only to image
+  statistics, and the image-blind twin (it sees zeros either way) all score 1.0. Step 0's ratio
+  (random init, measured in the same run) is printed beside it as the control;
+- `probe`: the frozen-feature BEV vehicle probe of the pre-trained model must beat the same
+  probe on random init by IOU_MARGIN. Report only by default: no tiny pre-training has passed
+  it so far (benchmarks/README.md, "Representation");
+- `pretext`: final direct depth AbsRel <= 0.5x step 0. An image-blind twin passes it too (a
+  scene prior alone halves the depth error), so it only shows that training runs.
+The removed-images ratio (`--blind`) is reported too. A demo that did not train never looks
+like a success: missing evaluations fail whatever the gate.
 """
 
 import argparse
@@ -20,10 +21,19 @@ import json
 import pathlib
 import sys
 
+# Own-images over shuffled-images AbsRel the image check asks for. The image-blind twin scores
+# exactly 1.0 and random init 0.98-1.02 (step 0 of the demo, measured); pre-training with
+# configs/mim4d_tiny.py reached 0.61 at step 300 on the 10-scene world (benchmarks/README.md,
+# "Representation"), so 0.9 sits far from both.
+IMAGE_RATIO_MAX = 0.9
 # Pre-trained minus random-init frozen-probe IoU (best threshold) the probe check asks for:
 # ten times the spread of the best-threshold IoU of two random-init seeds (0.056 vs 0.048,
 # benchmarks/README.md, "Objectives"), so that seed noise cannot pass it.
 IOU_MARGIN = 0.05
+
+
+def _direct_absrel(path: pathlib.Path) -> float | None:
+    return json.loads(path.read_text())["direct"]["depth_abs_rel"] if path.exists() else None
 
 
 def main() -> int:
@@ -33,7 +43,7 @@ def main() -> int:
     parser.add_argument("--probe", required=True, type=pathlib.Path, help="pre-trained probe")
     parser.add_argument("--random-probe", required=True, type=pathlib.Path)
     parser.add_argument("--learning-check", type=int, default=1, help="0: report only")
-    parser.add_argument("--probe-gate", type=int, default=0, help="1: exit on the probe check")
+    parser.add_argument("--gate", choices=("image", "probe", "pretext"), default="image")
     args = parser.parse_args()
     eval_dir = args.workdir / "eval"
     results = sorted(
@@ -56,25 +66,37 @@ def main() -> int:
             if key in first[volume]:
                 name = f"{volume}.{key}"
                 print(f"{name:32s} {first[volume][key]:12.4f} {last[volume][key]:12.4f}")
+    checks = {}
+
     ratio = last["direct"]["depth_abs_rel"] / first["direct"]["depth_abs_rel"]
-    pretext_ok = ratio <= 0.5
+    checks["pretext"] = ratio <= 0.5
     print(
         f"\npretext check: final/initial direct.depth_abs_rel = {ratio:.3f} (target <= 0.5; "
-        f"a scene prior passes it too): {'passed' if pretext_ok else 'FAILED'}"
+        f"a scene prior passes it too): {'passed' if checks['pretext'] else 'FAILED'}"
     )
-    seeing = last["direct"]["depth_abs_rel"]
-    for inputs, meaning in (
-        ("blind", "with the images removed"),
-        ("shuffled", "with another clip's images"),
-    ):
-        path = eval_dir / inputs / f"step_{last['step']}.json"
-        if path.exists():
-            other = json.loads(path.read_text())["direct"]["depth_abs_rel"]
-            print(
-                f"image check ({inputs}): direct.depth_abs_rel with its own images {seeing:.4f}"
-                f" / {meaning} {other:.4f} = {seeing / other:.3f} (1.0: the depth does not "
-                "come from the images; report only)"
-            )
+
+    own = {r["step"]: r["direct"]["depth_abs_rel"] for r in (first, last)}
+    removed = _direct_absrel(eval_dir / "blind" / f"step_{last['step']}.json")
+    if removed is not None:
+        final = own[last["step"]]
+        print(
+            f"removed-images ratio: direct.depth_abs_rel with its own images {final:.4f} / with "
+            f"the images removed {removed:.4f} = {final / removed:.3f} (report only)"
+        )
+    shuffled = {s: _direct_absrel(eval_dir / "shuffled" / f"step_{s}.json") for s in own}
+    checks["image"] = False
+    if None in shuffled.values():
+        print(f"image check: no shuffled-image evaluations at steps {sorted(own)} in {eval_dir}")
+    else:
+        ratios = {s: own[s] / shuffled[s] for s in own}
+        checks["image"] = ratios[last["step"]] <= IMAGE_RATIO_MAX
+        print(
+            f"image check (shuffled): direct.depth_abs_rel with its own images / with another "
+            f"clip's images = {ratios[last['step']]:.3f} at step {last['step']} (target <= "
+            f"{IMAGE_RATIO_MAX}; random init, step 0: {ratios[first['step']]:.3f}; a model that "
+            f"ignores its images: 1.0): {'passed' if checks['image'] else 'NOT MET'}"
+        )
+
     probes = {
         name: json.loads(path.read_text())
         for name, path in (("pre-trained", args.probe), ("random init", args.random_probe))
@@ -85,18 +107,21 @@ def main() -> int:
     # Best-threshold IoU: the focal loss leaves small-data probes under-confident, so at 0.5
     # every probe is 0 and the difference says nothing.
     gain = probes["pre-trained"]["best_iou"] - probes["random init"]["best_iou"]
-    passed = gain >= IOU_MARGIN
+    checks["probe"] = gain >= IOU_MARGIN
     print(
-        f"\nlearning check: pre-trained - random-init best probe IoU = {gain:+.4f} "
-        f"(target >= {IOU_MARGIN}): {'passed' if passed else 'NOT MET'}"
-        + ("" if args.probe_gate else " (report only; DEMO_PROBE_GATE=1 makes it the gate)")
+        f"probe check: pre-trained - random-init best probe IoU = {gain:+.4f} "
+        f"(target >= {IOU_MARGIN}): {'passed' if checks['probe'] else 'NOT MET'}"
+    )
+    print(
+        f"\nlearning check (DEMO_GATE={args.gate}): "
+        + ("passed" if checks[args.gate] else "FAILED")
+        + ("" if args.learning_check else " (report only: DEMO_LEARNING_CHECK=0)")
     )
     print(f"metrics:     {args.workdir / 'metrics.jsonl'}")
     print(f"tensorboard: tensorboard --logdir {args.workdir / 'tensorboard'}")
     print(f"panels:      {eval_dir}/step_*_clip*.png, {args.probe.parent}/panel_*.png")
     print(f"pytorch:     {args.out / 'mim4d_tiny.pth'} (golden: {args.out / 'golden.npz'})")
-    gate = passed if args.probe_gate else pretext_ok
-    return 0 if gate or not args.learning_check else 1
+    return 0 if checks[args.gate] or not args.learning_check else 1
 
 
 if __name__ == "__main__":

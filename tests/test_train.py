@@ -67,7 +67,8 @@ def test_schedule_warmup_then_cosine() -> None:
 
 def test_optimizer_freezes_early_stages_and_slows_backbone() -> None:
     """Frozen leaves get exactly zero updates (also from weight decay); backbone lr x0.1."""
-    config = tiny_config("optim.warmup_steps=0")
+    # The reference's 0.1 (the tiny config's own 1.0 would not tell the groups apart).
+    config = tiny_config("optim.warmup_steps=0", "optim.backbone_lr_mult=0.1")
     params = {
         "img_backbone": {
             "downsample_layers": {0: {"kernel": np.ones((2, 2))}, 1: {"kernel": np.zeros((2, 2))}},
