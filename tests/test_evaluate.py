@@ -92,8 +92,7 @@ def test_blind_evaluation_equals_the_blind_control_and_keeps_its_own_file(
 ):
     """`--blind` feeds the model exactly what `ablation.blind_images` feeds it (zeros), scores
     the same LiDAR targets, and writes eval/blind/ without touching eval/step_N.json."""
-    # Through the command line (as users run it): the evaluation module defines absl flags
-    # that clash with mim4d_jax.train's when both are imported into one test process.
+    # Through the command line, as users run it.
     import subprocess
     import sys
 
