@@ -175,3 +175,25 @@ def test_shuffled_evaluation_feeds_each_clip_another_clips_images(tmp_path, comp
             assert results["shuffled"][volume][key] == pytest.approx(
                 results["swapped"][volume][key], rel=1e-5
             ), (volume, key)
+
+
+def test_shuffled_evaluation_refuses_one_clip_and_the_blind_combination(tmp_path):
+    """Both refusals name what is wrong, and a refused run leaves no eval/shuffled/ behind."""
+    from train_fixtures import tiny_config
+
+    from mim4d_jax import user_errors
+    from mim4d_jax.evaluation import evaluate
+    from mim4d_jax.training import checkpoint
+    from tests import data_fixtures
+
+    data_dir = tmp_path / "data"
+    clip = data_fixtures.make_clip(0, 3, (320, 180), 0)
+    data_fixtures.write_dataset(data_dir, [clip], frames=3, stored_wh=(320, 180), split="val")
+    config = tiny_config(f"data.dir={data_dir}")
+    workdir = tmp_path / "run"
+    checkpoint.write_config(workdir, config)
+    with pytest.raises(user_errors.ConfigError, match="--blind and --shuffled"):
+        evaluate.run(config, str(workdir), 0, blind=True, shuffled=True)
+    with pytest.raises(user_errors.DatasetError, match=r"at least 2 clips in split 'val'.* has 1"):
+        evaluate.run(config, str(workdir), 0, shuffled=True)
+    assert not (workdir / "eval" / "shuffled").exists()

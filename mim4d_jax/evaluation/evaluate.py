@@ -171,7 +171,6 @@ def run(
     colour = {v: eval_metrics.ColourErrors() for v in VOLUMES}
     variant = "blind" if blind else "shuffled" if shuffled else ""
     out_dir = checkpoint.workdir_path(workdir) / "eval" / variant
-    out_dir.mkdir(parents=True, exist_ok=True)
     cams = tuple(config.data.cameras)
     pc_range = tuple(config.model.pc_range)
 
@@ -182,6 +181,7 @@ def run(
             f"evaluate --shuffled: needs at least 2 clips in split {config.data.val_split!r} "
             f"of {config.data.dir}, has {num_clips}"
         )
+    out_dir.mkdir(parents=True, exist_ok=True)
     for index in range(num_clips):
         clip, where = reader.read_clip(index)
         example = make_example(
