@@ -17,8 +17,8 @@ from configs import mim4d_vs01
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
     c = mim4d_vs01.get_config("S")
-    # Sized for the demo: 1.4-2.2 s per step on an idle 2-core CPU (the VM's speed varies from
-    # day to day), so 7-11 minutes of training, which more than halves the depth error on the
+    # Sized for the demo: 1.4-2.8 s per step on an idle 2-core CPU (the VM's speed varies from
+    # day to day), so 7-14 minutes of training, which more than halves the depth error on the
     # synthetic world (benchmarks/README.md).
     c.total_steps = 300
     c.batch_size = 2
