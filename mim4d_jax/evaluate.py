@@ -37,6 +37,13 @@ _SHUFFLED = flags.DEFINE_bool(
 )
 
 
+_LIDAR_ONLY = flags.DEFINE_bool(
+    "lidar_only",
+    False,
+    "render only the LiDAR rays: depth metrics, no PSNR, dense depth or panels (fast controls)",
+)
+
+
 def main(argv) -> None:
     del argv
     file_config = _CONFIG.value
@@ -54,6 +61,7 @@ def main(argv) -> None:
         panels=_PANELS.value,
         blind=_BLIND.value,
         shuffled=_SHUFFLED.value,
+        lidar_only=_LIDAR_ONLY.value,
     )
     print(json.dumps(result))
 

@@ -38,9 +38,10 @@ DATA="--config.data.dir=$OUT/clips"
 stage "3/7 evaluating the initial model (step 0)"
 $PY -m mim4d_jax.evaluate --config "$CONFIG" --workdir "$WORKDIR" --step 0 "$DATA" \
   --depth_gt "$OUT/synthetic" >/dev/null
-# Random init with another clip's images: the image check's control, in the same run.
+# Random init with another clip's images: the image check's control, in the same run. The
+# controls compare LiDAR-ray depth only, so they skip the pixel renders (--lidar_only).
 $PY -m mim4d_jax.evaluate --config "$CONFIG" --workdir "$WORKDIR" --step 0 "$DATA" --shuffled \
-  --panels 0 --depth_gt "$OUT/synthetic" >/dev/null
+  --lidar_only >/dev/null
 
 stage "4/7 pre-training $CONFIG"
 $PY -m mim4d_jax.train --config "$CONFIG" --workdir "$WORKDIR" "$DATA" "$@"
@@ -53,8 +54,7 @@ $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" \
 # The same checkpoint with its input images removed (eval/blind/) and with every clip fed
 # another clip's images (eval/shuffled/): a scene prior scores the same in all three.
 for inputs in --blind --shuffled; do
-  $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" "$inputs" --panels 0 \
-    --depth_gt "$OUT/synthetic" >/dev/null
+  $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" "$inputs" --lidar_only >/dev/null
 done
 
 stage "6/7 exporting to PyTorch and verifying the export"

@@ -154,14 +154,21 @@ def test_shuffled_evaluation_feeds_each_clip_another_clips_images(tmp_path, comp
         {**clips[1], "images": clips[0]["images"]},
     ]
     results = {}
-    for name, dataset, shuffled in (("shuffled", clips, True), ("swapped", swapped, False)):
+    runs = (
+        ("shuffled", clips, True, False),
+        ("swapped", swapped, False, False),
+        # The controls' fast mode: the same LiDAR-ray depth without the pixel renders.
+        ("shuffled_lidar_only", clips, True, True),
+    )
+    for name, dataset, shuffled, lidar_only in runs:
         data_dir = tmp_path / f"data_{name}"
         data_fixtures.write_dataset(data_dir, dataset, frames=3, stored_wh=(320, 180), split="val")
         workdir = tmp_path / name
         checkpoint.write_config(workdir, tiny_config(f"data.dir={data_dir}"))
         args = ["--workdir", str(workdir), "--step", "0", "--stride", "8", "--panels", "0"]
+        args += [f"--shuffled={shuffled}", f"--lidar_only={lidar_only}"]
         subprocess.run(
-            [sys.executable, "-m", "mim4d_jax.evaluate", *args, f"--shuffled={shuffled}"],
+            [sys.executable, "-m", "mim4d_jax.evaluate", *args],
             cwd=REPO_ROOT,
             env=subprocess_env(1, compilation_cache),
             check=True,
@@ -175,10 +182,16 @@ def test_shuffled_evaluation_feeds_each_clip_another_clips_images(tmp_path, comp
             assert results["shuffled"][volume][key] == pytest.approx(
                 results["swapped"][volume][key], rel=1e-5
             ), (volume, key)
+            assert results["shuffled_lidar_only"][volume][key] == pytest.approx(
+                results["shuffled"][volume][key], rel=1e-6
+            ), (volume, key)
+        assert "rgb_psnr_db" in results["shuffled"][volume]
+        assert "rgb_psnr_db" not in results["shuffled_lidar_only"][volume]
+    assert results["shuffled_lidar_only"]["lidar_only"]
 
 
 def test_shuffled_evaluation_refuses_one_clip_and_the_blind_combination(tmp_path):
-    """Both refusals name what is wrong, and a refused run leaves no eval/shuffled/ behind."""
+    """Each refusal names what is wrong, and a refused run leaves no eval/shuffled/ behind."""
     from train_fixtures import tiny_config
 
     from mim4d_jax import user_errors
@@ -194,6 +207,8 @@ def test_shuffled_evaluation_refuses_one_clip_and_the_blind_combination(tmp_path
     checkpoint.write_config(workdir, config)
     with pytest.raises(user_errors.ConfigError, match="--blind and --shuffled"):
         evaluate.run(config, str(workdir), 0, blind=True, shuffled=True)
+    with pytest.raises(user_errors.ConfigError, match="--lidar_only .* --depth_gt"):
+        evaluate.run(config, str(workdir), 0, shuffled=True, lidar_only=True, depth_gt="x")
     with pytest.raises(user_errors.DatasetError, match=r"at least 2 clips in split 'val'.* has 1"):
         evaluate.run(config, str(workdir), 0, shuffled=True)
     assert not (workdir / "eval" / "shuffled").exists()

@@ -70,10 +70,11 @@ def load_params(config, workdir: str, step: int | None) -> tuple[dict, dict, int
     return params, bstats, step
 
 
-def make_eval_fn(config, graphdef, uv_p2: np.ndarray):
-    """Jitted (params, batch_stats, batch of 1) -> renders of the key frame for both volumes."""
+def make_eval_fn(config, graphdef, uv_p2: np.ndarray | None):
+    """Jitted (params, batch_stats, batch of 1) -> renders of the key frame for both volumes:
+    the LiDAR rays, and the pixels `uv_p2` of every camera unless it is None."""
     renderer = Renderer.from_config(config)
-    uv_p2 = jnp.asarray(uv_p2.reshape(-1, 2))
+    uv_p2 = None if uv_p2 is None else jnp.asarray(uv_p2.reshape(-1, 2))
 
     @jax.jit
     def evaluate(params, bstats, batch):
@@ -86,15 +87,12 @@ def make_eval_fn(config, graphdef, uv_p2: np.ndarray):
             lidar = renderer.render_batch(
                 model.render_model, vol_bzyxc, batch["ray_origin"][:, 0], batch["ray_dir"][:, 0]
             )
-            rgb_np3, depth_np, z_to_range_np = renderer.render_pixels(
-                model.render_model, vol_bzyxc[0], batch["lidar2img"][0, :, 0], uv_p2
-            )
-            out[name] = {
-                "ray_depth": lidar["depth_r"][0],
-                "rgb": rgb_np3,
-                "depth": depth_np,
-                "z_to_range": z_to_range_np,
-            }
+            out[name] = {"ray_depth": lidar["depth_r"][0]}
+            if uv_p2 is not None:
+                rgb_np3, depth_np, z_to_range_np = renderer.render_pixels(
+                    model.render_model, vol_bzyxc[0], batch["lidar2img"][0, :, 0], uv_p2
+                )
+                out[name].update(rgb=rgb_np3, depth=depth_np, z_to_range=z_to_range_np)
         return out
 
     return evaluate
@@ -139,6 +137,7 @@ def run(
     panels: int = 2,
     blind: bool = False,
     shuffled: bool = False,
+    lidar_only: bool = False,
 ) -> dict:
     """Evaluates a checkpoint on `config.data.val_split`; returns and writes the metrics.
     `config` may change only evaluation-side keys of the workdir's config.json (resolve_config).
@@ -152,9 +151,16 @@ def run(
     evaluated), targets and cameras kept: real images of another place, so what it costs is
     what the model reads from its own images' content, not its reaction to an unnatural input
     (zeros). A scene prior, and a model that only reacts to image statistics, score the same
-    with and without it. Written to `eval/shuffled/`."""
+    with and without it. Written to `eval/shuffled/`.
+
+    `lidar_only` renders the LiDAR rays alone: depth metrics only (no RGB PSNR, dense depth or
+    panels), several times faster, which is all the image controls above compare."""
     if blind and shuffled:
         raise user_errors.ConfigError("evaluate: --blind and --shuffled exclude each other")
+    if lidar_only and depth_gt:
+        raise user_errors.ConfigError(
+            "evaluate: --lidar_only renders no pixels, so --depth_gt (dense depth) cannot apply"
+        )
     config = resolve_config(workdir, config)
     params, bstats, step = load_params(config, workdir, step)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0))))
@@ -162,7 +168,8 @@ def run(
     stride = stride or -(-image_wh[0] // 100)  # rendered images at most 100 px wide
     uv_hw2 = camera_rays.pixel_grid(image_wh, stride)
     out_hw = uv_hw2.shape[:2]
-    evaluate = make_eval_fn(config, graphdef, uv_hw2)
+    evaluate = make_eval_fn(config, graphdef, None if lidar_only else uv_hw2)
+    panels = 0 if lidar_only else panels
 
     depth_root = pathlib.Path(depth_gt) / "depth_gt" if depth_gt else None
     depth_index = json.loads((depth_root / "index.json").read_text()) if depth_root else None
@@ -204,8 +211,12 @@ def run(
             )
             batch["images"] = jnp.asarray(other_example["images"])[None]
         renders = jax.device_get(evaluate(params, bstats, batch))
-        target_nhw3 = block_mean(denormalise(example["images"][:, 0]), stride, out_hw)
         ray_depth_gt = example["ray_depth"][0]
+        for name in VOLUMES:
+            lidar[name].add(renders[name]["ray_depth"], ray_depth_gt)
+        if lidar_only:
+            continue
+        target_nhw3 = block_mean(denormalise(example["images"][:, 0]), stride, out_hw)
         gt_z_nhw = gt_range_np = None
         if depth_index is not None:
             gt_z_nhw = np.stack(
@@ -217,7 +228,6 @@ def run(
             gt_range_np = _in_volume_range(gt_z_nhw, example["lidar2img"][:, 0], uv_hw2, pc_range)
         for name in VOLUMES:
             r = renders[name]
-            lidar[name].add(r["ray_depth"], ray_depth_gt)
             colour[name].add(r["rgb"].reshape(target_nhw3.shape), target_nhw3)
             if gt_range_np is not None:
                 dense[name].add(r["depth"], gt_range_np)
@@ -240,9 +250,10 @@ def run(
         "stride": stride,
         "blind": blind,
         "shuffled": shuffled,
+        "lidar_only": lidar_only,
     }
     for name in VOLUMES:
-        result[name] = {**lidar[name].result(), **colour[name].result()}
+        result[name] = {**lidar[name].result(), **({} if lidar_only else colour[name].result())}
         if depth_index is not None:
             result[name].update({f"dense_{k}": v for k, v in dense[name].result().items()})
     atomic_files.write_text(out_dir / f"step_{step}.json", json.dumps(result, indent=2))
