@@ -2,7 +2,8 @@ r"""The representation yardstick on the synthetic world: does pre-training teach
 something a scene prior cannot?
 
   python benchmarks/representation.py [--out DIR] [--pretrain_steps 300] [--probe_steps 300]
-      [--scenes 10] [--samples_per_scene 12] [--seeds 0] [--pretrain_args "--config.k=v ..."]
+      [--finetune 1] [--finetune_steps 0] [--scenes 10] [--samples_per_scene 12] [--seeds 0]
+      [--pretrain_args "--config.k=v ..."]
 
 Runs, in one process tree and on one machine: the synthetic world (held-out val scenes) and its
 conversion; pre-training of configs/mim4d_tiny.py ("pretrained") and of its image-blind twin
@@ -59,6 +60,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--finetune", type=int, default=1, help="0: frozen probes only")
     parser.add_argument(
+        "--finetune_steps", type=int, default=0, help="full fine-tune steps (0: --probe_steps)"
+    )
+    parser.add_argument(
         "--pretrain_args", default="", help="extra trainer flags for both pre-trainings"
     )
     args = parser.parse_args()
@@ -105,11 +109,12 @@ def main() -> int:
             )  # fmt: skip
             absrel = {}
             for inputs in ("", "blind", "shuffled"):
+                # The controls compare LiDAR-ray depth only: no pixel renders for them.
+                what = [f"--{inputs}", "--lidar_only"] if inputs else ["--depth_gt", str(synthetic)]
                 _run(
-                    ["-m", "mim4d_jax.evaluate", "--workdir", str(workdir),
-                     "--depth_gt", str(synthetic), *([f"--{inputs}"] if inputs else [])],
+                    ["-m", "mim4d_jax.evaluate", "--workdir", str(workdir), *what],
                     out / f"{name}_s{seed}_eval{inputs}.log",
-                )  # fmt: skip
+                )
                 evaluation = _latest_eval(workdir / "eval" / inputs)
                 absrel[inputs] = evaluation["direct"]["depth_abs_rel"]
                 if not inputs:
@@ -128,13 +133,15 @@ def main() -> int:
             init = "random" if init_name == "random" else str(out / f"{init_name}_s{seed}")
             for freeze in modes:
                 key = f"probe_{init_name}_{freeze}_s{seed}"
+                steps = args.finetune_steps if freeze == "none" else 0
+                steps = steps or args.probe_steps
                 # The frozen probe lives in its run's own workdir (under probe/), so the
                 # comparison report finds pretext and probe figures side by side.
                 probe_dir = out / (f"{init_name}_s{seed}" if freeze == "lift" else key)
                 walls[key] = _run(
                     ["-m", "mim4d_jax.probe", "--config", "configs/probe_bev.py:tiny",
                      "--workdir", str(probe_dir), "--init", init, "--freeze", freeze, data,
-                     f"--config.total_steps={args.probe_steps}", f"--config.seed={seed}"],
+                     f"--config.total_steps={steps}", f"--config.seed={seed}"],
                     out / f"{key}.log",
                 )  # fmt: skip
                 result = json.loads((probe_dir / "probe" / "result.json").read_text())

@@ -7,8 +7,9 @@
 # Everything goes under $DEMO_OUT (default demo_out/); a rerun starts from scratch.
 # Extra arguments go to the trainer (e.g. --config.total_steps=100); $DEMO_SYNTH_ARGS to the
 # generator (e.g. "--scenes 2 --samples-per-scene 3"); DEMO_LEARNING_CHECK=0 reports the
-# learning check without failing on it (the shortened end-to-end test); $DEMO_PROBE_ARGS go
-# to both probes (e.g. --config.total_steps=20); DEMO_GATE=image|probe|pretext picks the
+# learning check without failing on it (the shortened end-to-end test); $DEMO_PROBE_STEPS
+# (default 300, a short probe: the benchmark's is 1000) and $DEMO_PROBE_ARGS go to both probes
+# (e.g. --config.checkpoint_every=100); DEMO_GATE=image|probe|pretext picks the
 # learning check that is the exit status (scripts/demo_summary.py; default image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +68,8 @@ for init in pretrained random; do
   src="$WORKDIR"; [ "$init" = random ] && src=random
   # shellcheck disable=SC2086  # DEMO_PROBE_ARGS is a list of flags
   $PY -m mim4d_jax.probe --config configs/probe_bev.py:tiny --workdir "$OUT/probe_$init" \
-    --init "$src" --freeze lift "$DATA" ${DEMO_PROBE_ARGS:-} >/dev/null
+    --init "$src" --freeze lift "$DATA" --config.total_steps="${DEMO_PROBE_STEPS:-300}" \
+    ${DEMO_PROBE_ARGS:-} >/dev/null
 done
 
 stage "done in $(( $(date +%s) - start )) s"

@@ -19,7 +19,8 @@ def test_demo_script_runs_every_stage(tmp_path):
         "DEMO_OUT": str(tmp_path / "demo"),
         "DEMO_SYNTH_ARGS": "--scenes 2 --samples-per-scene 3 --width 96 --height 54",
         "DEMO_LEARNING_CHECK": "0",  # 2 steps cannot learn; the stages are the point
-        "DEMO_PROBE_ARGS": "--config.total_steps=2 --config.optim.warmup_steps=1 "
+        "DEMO_PROBE_STEPS": "2",
+        "DEMO_PROBE_ARGS": "--config.optim.warmup_steps=1 "
         "--config.checkpoint_every=2 --config.data.num_rays=16",
     }
     env.pop("XLA_FLAGS", None)  # the demo runs on the plain CPU device, as a user's would
