@@ -1,7 +1,7 @@
 r"""The representation yardstick on the synthetic world: does pre-training teach the lift
 something a scene prior cannot?
 
-  python benchmarks/representation.py [--out DIR] [--pretrain_steps 300] [--probe_steps 300]
+  python benchmarks/representation.py [--out DIR] [--pretrain_steps 600] [--probe_steps 1000]
       [--finetune 1] [--finetune_steps 0] [--scenes 10] [--samples_per_scene 12] [--seeds 0]
       [--pretrain_args "--config.k=v ..."]
 
@@ -14,6 +14,10 @@ images from a scene prior without a second training run; then the BEV vehicle pr
 (configs/probe_bev.py:tiny) frozen (`--freeze lift`) and fully fine-tuned (`--freeze none`) on
 pretrained, blind and random init. Prints a JSON last line with every figure, the targets and
 the wall times; writes DIR/report.md + DIR/report.png (mim4d_jax.compare) for the frozen probes.
+A rerun with the same --out reuses every finished stage (a pre-training whose last checkpoint,
+an evaluation whose step_N.json, a probe whose result.json for these steps exists; its wall
+time is then null), so stages may also be run by hand, or in parallel, with the same commands
+(each stage's command line is the first thing its log under DIR names).
 
 Targets (issue "downstream yardstick"): pretrained direct-depth AbsRel at least 30 % below the
 blind twin's; frozen-probe IoU at least 10 points above random init and above the blind twin.
@@ -38,10 +42,23 @@ def _run(args: list[str], log: pathlib.Path) -> float:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     start = time.time()
     with log.open("w") as out:
+        out.write(f"$ {' '.join([PY, *args])}\n")
+        out.flush()
         result = subprocess.run([PY, *args], cwd=REPO, env=env, stdout=out, stderr=out)
     if result.returncode:
         raise SystemExit(f"{' '.join(args[:3])} failed ({result.returncode}): see {log}")
     return time.time() - start
+
+
+def _run_unless(done: bool, args: list[str], log: pathlib.Path) -> float | None:
+    """`_run` unless its output is already there (a rerun with the same --out reuses every
+    finished stage); None for a reused stage."""
+    return None if done else _run(args, log)
+
+
+def _probe_done(probe_dir: pathlib.Path, steps: int) -> bool:
+    result = probe_dir / "probe" / "result.json"
+    return result.exists() and json.loads(result.read_text()).get("steps") == steps
 
 
 def _latest_eval(eval_dir: pathlib.Path) -> dict:
@@ -55,8 +72,8 @@ def main() -> int:
     # The synthetic world uses v1.0-mini's scene names: at most 10 scenes (8 train, 2 val).
     parser.add_argument("--scenes", type=int, default=10)
     parser.add_argument("--samples_per_scene", type=int, default=12)
-    parser.add_argument("--pretrain_steps", type=int, default=300)
-    parser.add_argument("--probe_steps", type=int, default=300)
+    parser.add_argument("--pretrain_steps", type=int, default=600)
+    parser.add_argument("--probe_steps", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--finetune", type=int, default=1, help="0: frozen probes only")
     parser.add_argument(
@@ -102,7 +119,8 @@ def main() -> int:
         runs = {"pretrained": [], "blind": ["--config.ablation.blind_images=True"]}
         for name, extra in runs.items():
             workdir = out / f"{name}_s{seed}"
-            walls[f"{name}_s{seed}"] = _run(
+            walls[f"{name}_s{seed}"] = _run_unless(
+                (workdir / "checkpoints" / str(args.pretrain_steps)).is_dir(),
                 ["-m", "mim4d_jax.train", "--config", "configs/mim4d_tiny.py",
                  "--workdir", str(workdir), *pre_args, *extra],
                 out / f"{name}_s{seed}.log",
@@ -111,7 +129,8 @@ def main() -> int:
             for inputs in ("", "blind", "shuffled"):
                 # The controls compare LiDAR-ray depth only: no pixel renders for them.
                 what = [f"--{inputs}", "--lidar_only"] if inputs else ["--depth_gt", str(synthetic)]
-                _run(
+                _run_unless(
+                    (workdir / "eval" / inputs / f"step_{args.pretrain_steps}.json").exists(),
                     ["-m", "mim4d_jax.evaluate", "--workdir", str(workdir), *what],
                     out / f"{name}_s{seed}_eval{inputs}.log",
                 )
@@ -138,7 +157,8 @@ def main() -> int:
                 # The frozen probe lives in its run's own workdir (under probe/), so the
                 # comparison report finds pretext and probe figures side by side.
                 probe_dir = out / (f"{init_name}_s{seed}" if freeze == "lift" else key)
-                walls[key] = _run(
+                walls[key] = _run_unless(
+                    _probe_done(probe_dir, steps),
                     ["-m", "mim4d_jax.probe", "--config", "configs/probe_bev.py:tiny",
                      "--workdir", str(probe_dir), "--init", init, "--freeze", freeze, data,
                      f"--config.total_steps={steps}", f"--config.seed={seed}"],
