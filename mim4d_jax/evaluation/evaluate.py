@@ -154,7 +154,7 @@ def run(
     with and without it. Written to `eval/shuffled/`.
 
     `lidar_only` renders the LiDAR rays alone: depth metrics only (no RGB PSNR, dense depth or
-    panels), several times faster, which is all the image controls above compare."""
+    panels), about twice as fast, and all that the image controls above compare."""
     if blind and shuffled:
         raise user_errors.ConfigError("evaluate: --blind and --shuffled exclude each other")
     if lidar_only and depth_gt:
