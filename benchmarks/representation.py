@@ -152,8 +152,8 @@ def main() -> int:
             init = "random" if init_name == "random" else str(out / f"{init_name}_s{seed}")
             for freeze in modes:
                 key = f"probe_{init_name}_{freeze}_s{seed}"
-                steps = args.finetune_steps if freeze == "none" else 0
-                steps = steps or args.probe_steps
+                fine_tune = freeze == "none" and args.finetune_steps > 0
+                steps = args.finetune_steps if fine_tune else args.probe_steps
                 # The frozen probe lives in its run's own workdir (under probe/), so the
                 # comparison report finds pretext and probe figures side by side.
                 probe_dir = out / (f"{init_name}_s{seed}" if freeze == "lift" else key)
