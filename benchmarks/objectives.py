@@ -1,7 +1,7 @@
 r"""Pre-training objectives compared at the same wall-clock budget, scored downstream.
 
-  python -m benchmarks.objectives --out /tmp/objectives [--data CLIPS_DIR] [--budget 150] \
-      [--seeds 0,1] [--runs mim4d,croco,...] [--probe_steps 150] [--freeze backbone]
+  python -m benchmarks.objectives --out /tmp/objectives [--data CLIPS_DIR] [--budget 600] \
+      [--seeds 0,1] [--runs mim4d,croco,...] [--probe_steps 1000] [--freeze lift]
   python -m benchmarks.objectives --out /tmp/objectives --table   # the markdown table only
 
 For every run (a set of objective weights) and seed:
@@ -9,13 +9,26 @@ For every run (a set of objective weights) and seed:
    (`--config.objectives.*`) through the real trainer (`python -m mim4d_jax.train`); the clock
    starts at the first logged step (compilation excluded) and after `--budget` seconds the
    run gets SIGTERM, on which the trainer saves a checkpoint and exits;
-2. score the checkpoint with the downstream yardstick, the BEV vehicle-segmentation probe
+2. runs that train the renderer (MIM4D weight > 0) get the pretext score: rendered-depth
+   AbsRel along the val clips' LiDAR rays (`python -m mim4d_jax.evaluate --lidar_only`), with
+   each clip's own images and with another clip's (`--shuffled`); own / shuffled below 1
+   means the depth reads the images, 1 is a scene prior;
+3. score the checkpoint with the downstream yardstick, the BEV vehicle-segmentation probe
    (`python -m mim4d_jax.probe --config configs/probe_bev.py --init WORKDIR --freeze F`),
    reading the `*iou*` keys of its result.json. `random` (no pre-training) and `blind`
-   (random init, `ablation.blind_images=True`: the probe sees no image) are the floors.
-Without the probe module only step 1 runs, and the table says so.
+   (random init, `ablation.blind_images=True`: the probe sees no image) are the floors;
+   `mim4d@ablation.blind_images=True` is MIM4D's image-blind twin, pre-trained on the same
+   budget without images (a run's `@key=value` suffixes are config overrides).
+Without the probe module only steps 1-2 run, and the table says so.
 
-Results are appended to OUT/results.jsonl as they finish (a rerun skips what is there);
+The default freeze is `lift`, the representation benchmark's frozen probe: the head alone
+trains on the frozen lifted volume, so an objective is credited for every part it trains
+(CroCo trains only the backbone: its neck and lift stay at random init). `--freeze backbone`
+also trains neck and lift in the probe, a fairer question for CroCo but a probe that
+back-propagates through the lift on every step.
+
+Results are appended to OUT/results.jsonl as they finish (a rerun skips what is there and
+adds a missing pretext score; the last line of a run and seed wins);
 `--table` prints the markdown table of benchmarks/README.md from them.
 """
 
@@ -40,6 +53,7 @@ DEFAULT_RUNS = (
     "pointcontrast",
     "mim4d+croco",
     "mim4d+pointcontrast",
+    "mim4d@ablation.blind_images=True",
     "random",
     "blind",
 )
@@ -183,6 +197,34 @@ def _pretrain_record(
     }
 
 
+def trains_renderer(run: str) -> bool:
+    return run not in BASELINES and _weights(run.split("@")[0])["mim4d"] > 0
+
+
+def pretext(workdir: pathlib.Path, name: str, out: pathlib.Path) -> dict:
+    """Rendered-depth AbsRel of the last checkpoint along the val LiDAR rays, with each clip's
+    own images and with another val clip's."""
+    abs_rel = {}
+    for inputs in ("", "shuffled"):
+        cmd = [sys.executable, "-m", "mim4d_jax.evaluate", "--workdir", str(workdir)]
+        cmd += ["--lidar_only"] + ([f"--{inputs}"] if inputs else [])
+        log_path = out / "logs" / f"eval{inputs}_{name}.log"
+        with open(log_path, "w") as log:
+            rc = subprocess.run(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        evals = sorted(
+            (workdir / "eval" / inputs).glob("step_*.json"), key=lambda p: int(p.stem[5:])
+        )
+        if rc.returncode != 0 or not evals:
+            raise RuntimeError(
+                f"evaluation of {workdir} failed (rc {rc.returncode}); see {log_path}"
+            )
+        abs_rel[inputs] = json.loads(evals[-1].read_text())["direct"]["depth_abs_rel"]
+    return {
+        "depth_abs_rel": round(abs_rel[""], 4),
+        "own_over_shuffled": round(abs_rel[""] / abs_rel["shuffled"], 3),
+    }
+
+
 def probe_available() -> bool:
     return (
         importlib.util.find_spec("mim4d_jax.probe") is not None
@@ -243,8 +285,9 @@ def table(out: pathlib.Path) -> str:
         ),
     )
     keys = sorted({k for r in rows for k in r.get("probe", {})})
-    head = ["run", "seed", "steps", "s/step", "loss first -> last", *keys]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["run", "seed", "steps", "s/step", "loss first -> last"]
+    head += ["depth AbsRel", "own / shuffled"]
+    lines = ["| " + " | ".join(head + keys) + " |", "|" + "---|" * len(head + keys)]
     for r in rows:
         loss = f"{r['loss_first']:.3f} -> {r['loss_last']:.3f}" if "loss_first" in r else "-"
         cells = [
@@ -253,6 +296,7 @@ def table(out: pathlib.Path) -> str:
             str(r.get("steps", "-")),
             str(r.get("s_per_step", "-")),
             loss,
+            *(f"{r[k]:.3f}" if k in r else "-" for k in ("depth_abs_rel", "own_over_shuffled")),
             *(f"{r['probe'][k]:.4f}" if k in r.get("probe", {}) else "-" for k in keys),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -265,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=pathlib.Path)
     parser.add_argument("--data", type=pathlib.Path, default=None, help="converted clips")
-    parser.add_argument("--budget", type=float, default=150.0, help="training seconds per run")
+    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per run")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--runs", default=",".join(DEFAULT_RUNS))
-    parser.add_argument("--probe_steps", type=int, default=150)
-    parser.add_argument("--freeze", default="backbone", choices=("backbone", "lift", "none"))
+    parser.add_argument("--probe_steps", type=int, default=1000)
+    parser.add_argument("--freeze", default="lift", choices=("backbone", "lift", "none"))
     parser.add_argument("--no_probe", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the table and exit")
     args = parser.parse_args(argv)
@@ -283,21 +327,24 @@ def main(argv: list[str] | None = None) -> int:
     done = _done(out)
     for seed in (int(s) for s in args.seeds.split(",")):
         for run in args.runs.split(","):
-            if (run, seed) in done:
+            name = f"{_slug(run)}_seed{seed}"
+            record: dict = done.get((run, seed), {"run": run, "seed": seed})
+            missing_pretext = trains_renderer(run) and "depth_abs_rel" not in record
+            if (run, seed) in done and not missing_pretext:
                 continue
-            record: dict = {"run": run, "seed": seed}
-            if run not in BASELINES:
+            if run not in BASELINES and "workdir" not in record:
                 record.update(pretrain(run, seed, data, out, args.budget))
-            elif not with_probe:
+            elif run in BASELINES and not with_probe:
                 continue
-            if with_probe:
+            if missing_pretext:
+                record.update(pretext(pathlib.Path(record["workdir"]), name, out))
+            if with_probe and "probe" not in record:
                 init = record.get("workdir", run)
-                name = f"{_slug(run)}_seed{seed}"
                 try:
                     record.update(probe(init, name, data, out, args.probe_steps, args.freeze, seed))
                 except RuntimeError as error:  # recorded; the other runs still get scored
                     record["probe_error"] = str(error)
-            record["freeze"] = args.freeze if with_probe else None
+                record["freeze"] = args.freeze
             with open(out / "results.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
