@@ -8,7 +8,11 @@ For every run (a set of objective weights) and seed:
 1. pre-train `configs/mim4d_tiny.py` on the synthetic world with those weights
    (`--config.objectives.*`) through the real trainer (`python -m mim4d_jax.train`); the clock
    starts at the first logged step (compilation excluded) and after `--budget` seconds the
-   run gets SIGTERM, on which the trainer saves a checkpoint and exits;
+   run gets SIGTERM, on which the trainer saves a checkpoint and exits. The learning-rate
+   schedule (`total_steps`) spans the steps the run reaches in the budget: a throwaway
+   training of a few steps measures its seconds per step on this machine first (once per
+   run; every seed gets the same schedule). A fixed `total_steps` would let a cheap objective
+   finish early or leave a costly one at its peak learning rate;
 2. runs that train the renderer (MIM4D weight > 0) get the pretext score: rendered-depth
    AbsRel along the val clips' LiDAR rays (`python -m mim4d_jax.evaluate --lidar_only`), with
    each clip's own images and with another clip's (`--shuffled`); own / shuffled below 1
@@ -39,11 +43,14 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
+
+from configs import mim4d_tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OBJECTIVES = ("mim4d", "croco", "pointcontrast")
@@ -126,14 +133,8 @@ def _metrics(workdir: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def pretrain(run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget: float) -> dict:
-    """Trains until `budget` seconds after the first logged step; returns the run's record."""
-    workdir = out / "pretrain" / f"{_slug(run)}_seed{seed}"
-    overrides = _overrides(run)
-    if _has_checkpoint(workdir) and _metrics(workdir):
-        # Finished before (an interrupted benchmark): score that checkpoint, do not retrain.
-        return _pretrain_record(run, seed, workdir, None, None)
-    cmd = [
+def _train_cmd(run: str, seed: int, data: pathlib.Path, workdir: pathlib.Path, steps: int):
+    return [
         sys.executable,
         "-m",
         "mim4d_jax.train",
@@ -143,11 +144,44 @@ def pretrain(run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget:
         str(workdir),
         f"--config.data.dir={data}",
         f"--config.seed={seed}",
+        f"--config.total_steps={steps}",
         "--config.log_every=1",
         "--config.image_log_every=0",
         "--config.checkpoint_every=100000",
-        *overrides,
+        *_overrides(run),
     ]
+
+
+def calibrate(run: str, data: pathlib.Path, out: pathlib.Path, steps: int = 12) -> float:
+    """Median seconds per step of `run` on this machine, from a throwaway training (killed after
+    `steps` logged steps, compilation excluded)."""
+    workdir = out / "calibrate" / _slug(run)
+    shutil.rmtree(workdir, ignore_errors=True)
+    log_path = out / "logs" / f"calibrate_{_slug(run)}.log"
+    with open(log_path, "w") as log:
+        cmd = _train_cmd(run, 0, data, workdir, 100_000)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None and len(_metrics(workdir)) < steps:
+            time.sleep(1.0)
+        proc.kill()  # no checkpoint: nothing of this run is kept
+        proc.wait()
+    records = _metrics(workdir)[2:]  # the first steps' rates include warm-up
+    shutil.rmtree(workdir, ignore_errors=True)
+    if not records:
+        raise RuntimeError(f"calibration of {run} logged no step; see {log_path}")
+    return 1.0 / statistics.median(r["steps_per_sec"] for r in records)
+
+
+def pretrain(
+    run: str, seed: int, data: pathlib.Path, out: pathlib.Path, budget: float, steps: int
+) -> dict:
+    """Trains until `budget` seconds after the first logged step, or `steps` steps (the length of
+    the learning-rate schedule); returns the run's record."""
+    workdir = out / "pretrain" / f"{_slug(run)}_seed{seed}"
+    if _has_checkpoint(workdir) and _metrics(workdir):
+        # Finished before (an interrupted benchmark): score that checkpoint, do not retrain.
+        return _pretrain_record(run, seed, workdir, None, None)
+    cmd = _train_cmd(run, seed, data, workdir, steps)
     log = open(out / "logs" / f"pretrain_{_slug(run)}_seed{seed}.log", "w")
     started = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -325,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or make_data(out)
     with_probe = not args.no_probe and probe_available()
     done = _done(out)
+    schedule_steps = {r["run"]: r["schedule_steps"] for r in done.values() if "schedule_steps" in r}
+    warmup = mim4d_tiny.get_config().optim.warmup_steps
     for seed in (int(s) for s in args.seeds.split(",")):
         for run in args.runs.split(","):
             name = f"{_slug(run)}_seed{seed}"
@@ -333,7 +369,13 @@ def main(argv: list[str] | None = None) -> int:
             if (run, seed) in done and not missing_pretext:
                 continue
             if run not in BASELINES and "workdir" not in record:
-                record.update(pretrain(run, seed, data, out, args.budget))
+                # Each run's schedule (warm-up, then cosine decay) spans the steps it reaches in
+                # the budget on this machine, measured once per run and kept for every seed.
+                if run not in schedule_steps:
+                    s_per_step = calibrate(run, data, out)
+                    schedule_steps[run] = max(warmup + 1, int(args.budget / s_per_step))
+                record["schedule_steps"] = schedule_steps[run]
+                record.update(pretrain(run, seed, data, out, args.budget, schedule_steps[run]))
             elif run in BASELINES and not with_probe:
                 continue
             if missing_pretext:
