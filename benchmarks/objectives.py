@@ -185,17 +185,21 @@ def pretrain(
     log = open(out / "logs" / f"pretrain_{_slug(run)}_seed{seed}.log", "w")
     started = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    first = None
+    first, stopped = None, False
     while proc.poll() is None:
         time.sleep(2.0)
         if first is None and _metrics(workdir):
             first = time.time()
         if first is not None and time.time() - first >= budget:
             proc.send_signal(signal.SIGTERM)  # the trainer checkpoints and exits
+            stopped = True
             break
     rc = proc.wait()
     log.close()
-    if rc != 0 or not _metrics(workdir):
+    # A run that ends its schedule as the budget runs out can get the signal after its final
+    # save, while exiting: killed by it, but with its checkpoint complete.
+    killed_after_save = stopped and rc == -signal.SIGTERM and _has_checkpoint(workdir)
+    if (rc != 0 and not killed_after_save) or not _metrics(workdir):
         raise RuntimeError(f"pre-training {run} seed {seed} failed (rc {rc}); see {log.name}")
     return _pretrain_record(run, seed, workdir, started, first)
 
@@ -359,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or make_data(out)
     with_probe = not args.no_probe and probe_available()
     done = _done(out)
-    schedule_steps = {r["run"]: r["schedule_steps"] for r in done.values() if "schedule_steps" in r}
+    schedules_path = out / "schedule_steps.json"  # {run: steps}, kept for every seed and rerun
+    schedule_steps = json.loads(schedules_path.read_text()) if schedules_path.exists() else {}
     warmup = mim4d_tiny.get_config().optim.warmup_steps
     for seed in (int(s) for s in args.seeds.split(",")):
         for run in args.runs.split(","):
@@ -374,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 if run not in schedule_steps:
                     s_per_step = calibrate(run, data, out)
                     schedule_steps[run] = max(warmup + 1, int(args.budget / s_per_step))
+                    schedules_path.write_text(json.dumps(schedule_steps, indent=1))
                 record["schedule_steps"] = schedule_steps[run]
                 record.update(pretrain(run, seed, data, out, args.budget, schedule_steps[run]))
             elif run in BASELINES and not with_probe:
