@@ -10,9 +10,9 @@ For every run (a set of objective weights) and seed:
    starts at the first logged step (compilation excluded) and after `--budget` seconds the
    run gets SIGTERM, on which the trainer saves a checkpoint and exits. The learning-rate
    schedule (`total_steps`) spans the steps the run reaches in the budget: a throwaway
-   training of a few steps measures its seconds per step on this machine first (once per
-   run; every seed gets the same schedule). A fixed `total_steps` would let a cheap objective
-   finish early or leave a costly one at its peak learning rate;
+   training of a few steps measures its seconds per step on this machine first (once per set
+   of objectives; every seed and `@` variant gets the same schedule). A fixed `total_steps`
+   would let a cheap objective finish early or leave a costly one at its peak learning rate;
 2. runs that train the renderer (MIM4D weight > 0) get the pretext score: rendered-depth
    AbsRel along the val clips' LiDAR rays (`python -m mim4d_jax.evaluate --lidar_only`), with
    each clip's own images and with another clip's (`--shuffled`); own / shuffled below 1
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or make_data(out)
     with_probe = not args.no_probe and probe_available()
     done = _done(out)
-    schedules_path = out / "schedule_steps.json"  # {run: steps}, kept for every seed and rerun
+    schedules_path = out / "schedule_steps.json"  # {objectives: steps}, kept for every rerun
     schedule_steps = json.loads(schedules_path.read_text()) if schedules_path.exists() else {}
     warmup = mim4d_tiny.get_config().optim.warmup_steps
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -375,13 +375,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if run not in BASELINES and "workdir" not in record:
                 # Each run's schedule (warm-up, then cosine decay) spans the steps it reaches in
-                # the budget on this machine, measured once per run and kept for every seed.
-                if run not in schedule_steps:
-                    s_per_step = calibrate(run, data, out)
-                    schedule_steps[run] = max(warmup + 1, int(args.budget / s_per_step))
+                # the budget on this machine, measured once per set of objectives and kept for
+                # every seed and every `@` variant (an ablation such as the blind twin trains on
+                # its base run's schedule: the same recipe, one thing changed).
+                objectives = run.split("@")[0]
+                if objectives not in schedule_steps:
+                    s_per_step = calibrate(objectives, data, out)
+                    schedule_steps[objectives] = max(warmup + 1, int(args.budget / s_per_step))
                     schedules_path.write_text(json.dumps(schedule_steps, indent=1))
-                record["schedule_steps"] = schedule_steps[run]
-                record.update(pretrain(run, seed, data, out, args.budget, schedule_steps[run]))
+                record["schedule_steps"] = steps = schedule_steps[objectives]
+                record.update(pretrain(run, seed, data, out, args.budget, steps))
             elif run in BASELINES and not with_probe:
                 continue
             if missing_pretext:
