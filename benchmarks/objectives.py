@@ -21,8 +21,9 @@ For every run (a set of objective weights) and seed:
    (`python -m mim4d_jax.probe --config configs/probe_bev.py --init WORKDIR --freeze F`),
    reading the `*iou*` keys of its result.json. `random` (no pre-training) and `blind`
    (random init, `ablation.blind_images=True`: the probe sees no image) are the floors;
-   `mim4d@ablation.blind_images=True` is MIM4D's image-blind twin, pre-trained on the same
-   budget without images (a run's `@key=value` suffixes are config overrides).
+   `mim4d@ablation.blind_images=True` is MIM4D's image-blind twin, pre-trained with MIM4D's
+   budget and schedule on zero images (a run's `@key=value` suffixes are config overrides);
+   its probe, like every other, sees the images.
 Without the probe module only steps 1-2 run, and the table says so.
 
 The default freeze is `lift`, the representation benchmark's frozen probe: the head alone
