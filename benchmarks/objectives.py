@@ -323,16 +323,24 @@ def table(out: pathlib.Path) -> str:
             r["seed"],
         ),
     )
-    keys = sorted({k for r in rows for k in r.get("probe", {})})
-    head = ["run", "seed", "steps", "s/step", "loss first -> last"]
-    head += ["depth AbsRel", "own / shuffled"]
-    lines = ["| " + " | ".join(head + keys) + " |", "|" + "---|" * len(head + keys)]
+    # The probe's result keys, best-threshold IoU first (the yardstick), on val then on the
+    # train split the head was fitted on.
+    probe_columns = {
+        "best_iou": "probe best IoU",
+        "iou": "IoU@0.5",
+        "fit_best_iou": "fit best IoU",
+    }
+    keys = [k for k in probe_columns if any(k in r.get("probe", {}) for r in rows)]
+    head = ["run", "seed", "steps / schedule", "s/step", "loss first -> last"]
+    head += ["depth AbsRel", "own / shuffled", *(probe_columns[k] for k in keys)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         loss = f"{r['loss_first']:.3f} -> {r['loss_last']:.3f}" if "loss_first" in r else "-"
+        steps = f"{r['steps']} / {r.get('schedule_steps', '-')}" if "steps" in r else "-"
         cells = [
             r["run"],
             str(r["seed"]),
-            str(r.get("steps", "-")),
+            steps,
             str(r.get("s_per_step", "-")),
             loss,
             *(f"{r[k]:.3f}" if k in r else "-" for k in ("depth_abs_rel", "own_over_shuffled")),
