@@ -52,6 +52,7 @@ import sys
 import time
 
 from configs import mim4d_tiny
+from mim4d_jax import atomic_files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OBJECTIVES = ("mim4d", "croco", "pointcontrast")
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                 if objectives not in schedule_steps:
                     s_per_step = calibrate(objectives, data, out)
                     schedule_steps[objectives] = max(warmup + 1, int(args.budget / s_per_step))
-                    schedules_path.write_text(json.dumps(schedule_steps, indent=1))
+                    atomic_files.write_text(schedules_path, json.dumps(schedule_steps, indent=1))
                 record["schedule_steps"] = steps = schedule_steps[objectives]
                 record.update(pretrain(run, seed, data, out, args.budget, steps))
             elif run in BASELINES and not with_probe:
