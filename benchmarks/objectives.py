@@ -53,6 +53,7 @@ import time
 
 from configs import mim4d_tiny
 from mim4d_jax import atomic_files
+from mim4d_jax.evaluation.report import latest_eval
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OBJECTIVES = ("mim4d", "croco", "pointcontrast")
@@ -251,14 +252,12 @@ def pretext(workdir: pathlib.Path, name: str, out: pathlib.Path) -> dict:
         log_path = out / "logs" / f"eval{inputs}_{name}.log"
         with open(log_path, "w") as log:
             rc = subprocess.run(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-        evals = sorted(
-            (workdir / "eval" / inputs).glob("step_*.json"), key=lambda p: int(p.stem[5:])
-        )
-        if rc.returncode != 0 or not evals:
+        evaluation = latest_eval(workdir / "eval" / inputs)
+        if rc.returncode != 0 or evaluation is None:
             raise RuntimeError(
                 f"evaluation of {workdir} failed (rc {rc.returncode}); see {log_path}"
             )
-        abs_rel[inputs] = json.loads(evals[-1].read_text())["direct"]["depth_abs_rel"]
+        abs_rel[inputs] = evaluation["direct"]["depth_abs_rel"]
     return {
         "depth_abs_rel": round(abs_rel[""], 4),
         "own_over_shuffled": round(abs_rel[""] / abs_rel["shuffled"], 3),

@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from mim4d_jax.evaluation.report import latest_eval
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -59,11 +61,6 @@ def _run_unless(done: bool, args: list[str], log: pathlib.Path) -> float | None:
 def _probe_done(probe_dir: pathlib.Path, steps: int) -> bool:
     result = probe_dir / "probe" / "result.json"
     return result.exists() and json.loads(result.read_text()).get("steps") == steps
-
-
-def _latest_eval(eval_dir: pathlib.Path) -> dict:
-    evals = sorted(eval_dir.glob("step_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-    return json.loads(evals[-1].read_text())
 
 
 def main() -> int:
@@ -134,7 +131,7 @@ def main() -> int:
                     ["-m", "mim4d_jax.evaluate", "--workdir", str(workdir), *what],
                     out / f"{name}_s{seed}_eval{inputs}.log",
                 )
-                evaluation = _latest_eval(workdir / "eval" / inputs)
+                evaluation = latest_eval(workdir / "eval" / inputs)
                 absrel[inputs] = evaluation["direct"]["depth_abs_rel"]
                 if not inputs:
                     figures["runs"][f"{name}_s{seed}"] = {

@@ -34,15 +34,23 @@ def _dig(record: dict | None, dotted: str) -> float | None:
     return float(node)
 
 
+def latest_eval(eval_dir: str | epath.PathLike) -> dict | None:
+    """The highest-step step_N.json of an evaluation directory (eval/, eval/blind/, ...), or
+    None if it holds none."""
+    evals = sorted(
+        epath.Path(eval_dir).glob("step_*.json"), key=lambda p: int(p.stem.split("_")[1])
+    )
+    return json.loads(evals[-1].read_text()) if evals else None
+
+
 def read_run(workdir: str) -> dict:
     """{"eval": latest evaluation or None, "probe": probe result or None, "eval_step": N}."""
     root = epath.Path(workdir)
     if not root.exists():
         raise FileNotFoundError(f"run directory {workdir} does not exist")
-    evals = sorted(root.glob("eval/step_*.json"), key=lambda p: int(p.stem.split("_")[1]))
     probe = root / "probe" / "result.json"
     record = {
-        "eval": json.loads(evals[-1].read_text()) if evals else None,
+        "eval": latest_eval(root / "eval"),
         "probe": json.loads(probe.read_text()) if probe.exists() else None,
     }
     if record["eval"] is None and record["probe"] is None:
