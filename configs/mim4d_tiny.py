@@ -17,9 +17,9 @@ from configs import mim4d_vs01
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
     c = mim4d_vs01.get_config("S")
-    # Sized for the demo: 1.4-2.8 s per step on an idle 2-core CPU (the VM's speed varies from
-    # day to day), so 7-14 minutes of training, which more than halves the depth error on the
-    # synthetic world (benchmarks/README.md).
+    # CPU-sized: 2.1 s per step on an idle 2-core CPU (the VM's speed varies from day to day;
+    # 1.4 s with the demo's data.num_rays=64), and 300 steps more than halve the depth error
+    # on the synthetic world (benchmarks/README.md).
     c.total_steps = 300
     c.batch_size = 2
     c.checkpoint_every = 100

@@ -62,11 +62,14 @@ def main() -> int:
         "rgb_psnr_db",
     )
     print(f"{'metric':32s} {'step ' + str(first['step']):>12s} {'step ' + str(last['step']):>12s}")
+    # Step 0 is scored on the LiDAR rays only (`--lidar_only`): "-" where it has no value.
     for volume in ("direct", "predicted"):
         for key in keys:
-            if key in first[volume]:
+            if key in last[volume]:
                 name = f"{volume}.{key}"
-                print(f"{name:32s} {first[volume][key]:12.4f} {last[volume][key]:12.4f}")
+                initial = first[volume].get(key)
+                initial_text = "-" if initial is None else f"{initial:.4f}"
+                print(f"{name:32s} {initial_text:>12s} {last[volume][key]:12.4f}")
     checks = {}
 
     ratio = last["direct"]["depth_abs_rel"] / first["direct"]["depth_abs_rel"]

@@ -1,5 +1,5 @@
-"""The demo's steps end to end, shortened: generate -> convert -> evaluate at step 0 -> train
--> evaluate -> export + golden verification -> probes -> summary (scripts/demo.sh on a tiny
+"""The demo's steps end to end, shortened: generate -> convert -> train -> evaluate at step 0
+and at the end -> export + golden verification -> probes -> summary (scripts/demo.sh on a tiny
 world)."""
 
 import json
@@ -50,11 +50,13 @@ def test_demo_script_runs_every_stage(tmp_path):
         p.name: json.loads(p.read_text()) for p in (out / "workdir" / "eval").glob("step_*.json")
     }
     assert set(evals) == {"step_0.json", "step_2.json"}
-    for result_json in evals.values():
-        for volume in ("direct", "predicted"):
-            assert {"depth_abs_rel", "depth_rmse_m", "rgb_psnr_db", "dense_depth_abs_rel"} <= set(
-                result_json[volume]
-            )
+    # Step 0 is scored on the LiDAR rays only; the trained model gets the full evaluation.
+    assert evals["step_0.json"]["lidar_only"] and not evals["step_2.json"]["lidar_only"]
+    for volume in ("direct", "predicted"):
+        assert {"depth_abs_rel", "depth_rmse_m"} <= set(evals["step_0.json"][volume])
+        assert {"depth_abs_rel", "depth_rmse_m", "rgb_psnr_db", "dense_depth_abs_rel"} <= set(
+            evals["step_2.json"][volume]
+        )
     assert list((out / "workdir" / "eval").glob("step_2_clip*.png"))
     assert (out / "workdir" / "metrics.jsonl").read_text().count("\n") == 2
     assert (out / "mim4d_tiny.pth").stat().st_size > 0 and (out / "golden.npz").exists()
