@@ -59,6 +59,9 @@ def test_demo_script_runs_every_stage(tmp_path):
         )
     assert list((out / "workdir" / "eval").glob("step_2_clip*.png"))
     assert (out / "workdir" / "metrics.jsonl").read_text().count("\n") == 2
+    # The trainer's arguments come after the demo's own --config.data.num_rays=64, so they win.
+    config = json.loads((out / "workdir" / "config.json").read_text())
+    assert config["data"]["num_rays"] == 16
     assert (out / "mim4d_tiny.pth").stat().st_size > 0 and (out / "golden.npz").exists()
     for init in ("pretrained", "random"):
         probe = json.loads((out / f"probe_{init}" / "probe" / "result.json").read_text())
