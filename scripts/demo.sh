@@ -55,10 +55,8 @@ stage "4/6 evaluating the initial model (step 0) and the trained model"
 # check's control), then the trained model with its input images removed (eval/blind/) and
 # with every clip fed another clip's images (eval/shuffled/); a scene prior scores the same in
 # all three. The trained model alone gets the full evaluation (dense depth, PSNR, panels).
-for inputs in "" --shuffled; do
-  # shellcheck disable=SC2086  # an empty $inputs is no argument
-  $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" --step 0 $inputs --lidar_only >/dev/null
-done
+$PY -m mim4d_jax.evaluate --workdir "$WORKDIR" --step 0 --lidar_only >/dev/null
+$PY -m mim4d_jax.evaluate --workdir "$WORKDIR" --step 0 --shuffled --lidar_only >/dev/null
 $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" --depth_gt "$OUT/synthetic" >/dev/null
 for inputs in --blind --shuffled; do
   $PY -m mim4d_jax.evaluate --workdir "$WORKDIR" "$inputs" --lidar_only >/dev/null
